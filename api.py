@@ -1,0 +1,281 @@
+"""HTTP and CLI interface of the face-recognition service: parse, call recognizer, shape JSON.
+
+Development: ``hug -f api.py``; production: ``gunicorn api:__hug_wsgi__``;
+shell: ``hug -f api.py -c recognize photo.jpg``. Local paths are accepted only by CLI commands.
+"""
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import sys
+import time
+import wsgiref.simple_server
+
+import falcon
+import hug
+from tqdm import tqdm
+
+import recognizer
+from recognizer import errors, uploads
+
+log = logging.getLogger("facerec.api")
+api = hug.API(__name__)
+cli = hug.cli(output=hug.output_format.pretty_json)
+
+_STATUS = {
+    errors.InvalidParameter: falcon.HTTP_400,
+    errors.UrlNotAllowed: falcon.HTTP_400,
+    errors.FetchFailed: falcon.HTTP_400,
+    errors.ImageTooLarge: falcon.HTTP_413,
+    errors.UnsupportedImage: falcon.HTTP_415,
+    errors.FaceCountError: falcon.HTTP_422,
+    errors.UnknownPerson: falcon.HTTP_404,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def get_service():
+    """Read the settings and open the store, once per process."""
+    settings = recognizer.Settings.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return recognizer.FaceService(settings)
+
+
+@hug.startup()
+def check_settings(api):
+    """Fail at start-up, not at the first request, when a FACEREC_* variable is unusable."""
+    get_service()
+
+
+@hug.directive()
+def face_service(default=None, **kwargs):
+    """Inject the service; hug leaves directives out of CLI arguments."""
+    return get_service()
+
+
+# -- input types: hug validates and documents these for HTTP and the CLI alike ------------------
+
+
+class InvalidValue(ValueError, argparse.ArgumentTypeError):
+    """A bad value: hug's HTTP validation and argparse both print just this message."""
+
+
+@hug.type(extend=hug.types.float_number)
+def tolerance(value):
+    """A distance above 0 and at most 1; lower is stricter"""
+    if not 0 < value <= 1:
+        raise InvalidValue("must be > 0 and <= 1")
+    return value
+
+
+@hug.type(extend=hug.types.text)
+def person_name(value):
+    """1-100 letters, digits, spaces and ._'- including a letter or digit"""
+    try:
+        return recognizer.check_name(value)
+    except errors.InvalidParameter as error:
+        raise InvalidValue(error.message) from None
+
+
+top_k = hug.types.in_range(1, 11)
+model = hug.types.one_of(("hog", "cnn"))
+upsample = hug.types.in_range(0, 3)
+
+
+def _raw_image(body, content_length=0, **params):
+    return {"image": uploads.read_raw(body, content_length, _max_bytes())}
+
+
+def _multipart(body, content_length=0, **params):
+    return uploads.read_multipart(body, params.get("boundary"), content_length, _max_bytes())
+
+
+def _strict(parse):
+    """A hug body parser whose malformed input is a 400, not an unexpected error."""
+
+    def parse_or_refuse(body, **params):
+        try:
+            return parse(body, **params)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            raise errors.InvalidParameter("body", "malformed_body") from None
+
+    return parse_or_refuse
+
+
+def _max_bytes():
+    return get_service().settings.max_image_bytes
+
+
+class BodyFormats(dict):
+    """hug finds a body parser by exact content type; send every image/* type to the raw reader."""
+
+    def get(self, content_type, default=None):
+        if content_type.startswith("image/"):
+            return _raw_image
+        return super().get(content_type, default)
+
+
+BODY = BodyFormats({
+    "multipart/form-data": _multipart,
+    "application/json": _strict(hug.input_format.json),
+    "application/x-www-form-urlencoded": _strict(hug.input_format.urlencoded),
+})
+
+
+# -- HTTP endpoints --------------------------------------------------------------------------
+
+
+@hug.http("/recognize", accept=("GET", "POST"), inputs=BODY)
+def recognize(
+    faces: face_service,
+    image_url: hug.types.text = None,
+    image=None,
+    tolerance: tolerance = None,
+    top_k: top_k = 3,
+    model: model = None,
+    upsample: upsample = None,
+):
+    """Find every face in an image (image_url, or an upload) and say who each one is."""
+    picture = faces.picture_from_request(image_url, image)
+    return _recognition(faces.recognize(picture, tolerance, top_k, model, upsample))
+
+
+@hug.http("/enroll", accept=("GET", "POST"), inputs=BODY, status=falcon.HTTP_201)
+def enroll(
+    faces: face_service,
+    name: person_name,
+    image_url: hug.types.text = None,
+    image=None,
+    largest_face: hug.types.smart_boolean = False,
+):
+    """Add the one face in an image (image_url, or an upload) to a person."""
+    picture = faces.picture_from_request(image_url, image)
+    return dataclasses.asdict(faces.enroll(name, picture, largest_face))
+
+
+@cli
+@hug.get("/people")
+def people(faces: face_service):
+    """List everyone enrolled, with their face counts."""
+    listing = [dataclasses.asdict(person) for person in faces.people()]
+    return {"people": listing, "total": len(listing)}
+
+
+@cli.name("forget")
+@hug.delete("/people/{name}")
+def forget(name: person_name, faces: face_service):
+    """Delete a person and every face of theirs."""
+    return {"name": name, "deleted_faces": faces.forget(name)}
+
+
+@hug.get("/health")
+def health(faces: face_service):
+    """Liveness, and how many people and faces are enrolled."""
+    return faces.health()
+
+
+@hug.not_found()
+def not_found():
+    """Unknown routes get a JSON 404, not hug's generated list of endpoints."""
+    return {"errors": {"path": "not_found"}}
+
+
+# -- CLI commands: local paths are accepted here, and only here ----------------------------------
+
+
+@cli.name("enroll")
+def enroll_file(name: person_name, path: hug.types.text, faces: face_service,
+                largest_face: hug.types.smart_boolean = False):
+    """Add the face in a local image file to a person."""
+    return dataclasses.asdict(faces.enroll(name, faces.picture_from_path(path), largest_face))
+
+
+@cli.name("recognize")
+def recognize_file(path: hug.types.text, faces: face_service, tolerance: tolerance = None,
+                   top_k: top_k = 3):
+    """Find every face in a local image file and say who each one is."""
+    return _recognition(faces.recognize(faces.picture_from_path(path), tolerance, top_k))
+
+
+@cli.name("build")
+def build(faces: face_service, *directory):
+    """Enrol every photo of a folder-per-person tree (DIR, known_faces/ by default)."""
+    bar = functools.partial(tqdm, desc="build", unit="file", file=sys.stderr)
+    report = faces.build(*directory[:1], progress=bar)
+    return {"files": report.files, "summary": report.summary(),
+            "people": faces.health()["people"]}
+
+
+def _recognition(result):
+    return {"faces": [dataclasses.asdict(face) for face in result.faces],
+            "image": {"width": result.width, "height": result.height}}
+
+
+# -- errors, limits and logging: mapped once, here -------------------------------------------
+
+
+@hug.exception(Exception, exclude=(falcon.HTTPError, falcon.HTTPStatus))
+def handle_error(exception, response):
+    """Domain errors get their status and hug's error body; anything else a bare 500."""
+    if isinstance(exception, errors.RecognizerError):
+        response.status = _STATUS.get(type(exception), falcon.HTTP_400)
+        return exception.as_body()
+    log.error("unexpected %s", type(exception).__name__, exc_info=exception)
+    response.status = falcon.HTTP_500
+    return {"errors": {"server": "internal_error"}}
+
+
+@hug.request_middleware()
+def limit_body(request, response):
+    """Refuse a body over the cap from its Content-Length, before reading it."""
+    request.context["started"] = time.monotonic()
+    if (request.content_length or 0) > _max_bytes() + uploads.FORM_OVERHEAD:
+        response.status = falcon.HTTP_413
+        response.content_type = "application/json; charset=utf-8"
+        response.body = json.dumps(errors.ImageTooLarge().as_body())
+        response.complete = True
+
+
+@hug.response_middleware()
+def log_request(request, response, resource):
+    """One line per request: method, route, status, time. Never the query (it holds URLs)."""
+    started = request.context.get("started", time.monotonic())
+    log.info("%s %s %s %.0fms", request.method, request.uri_template or "-", response.status,
+             (time.monotonic() - started) * 1000)
+
+
+def _cli_excepthook(kind, error, trace):
+    """On the command line, domain and configuration errors print as JSON, not a traceback."""
+    if isinstance(error, errors.RecognizerError):
+        sys.stderr.write(json.dumps(error.as_body()) + "\n")
+    elif isinstance(error, recognizer.ConfigError):
+        sys.stderr.write(json.dumps({"errors": {"config": str(error)}}) + "\n")
+    else:
+        sys.__excepthook__(kind, error, trace)
+
+
+sys.excepthook = _cli_excepthook
+
+
+def _log_without_query(handler, code="-", size="-"):
+    """hug's development server (wsgiref) logs whole request lines; keep URLs out of logs."""
+    handler.log_message('"%s %s" %s', handler.command, handler.path.split("?", 1)[0], code)
+
+
+wsgiref.simple_server.WSGIRequestHandler.log_request = _log_without_query
+
+
+def _accept_dashed_options():
+    """hug names CLI options after parameters (--largest_face); accept --largest-face too."""
+    for command in api.cli.commands.values():
+        for action in list(command.parser._actions):
+            for option in list(action.option_strings):
+                dashed = option[:2] + option[2:].replace("_", "-")
+                if option.startswith("--") and dashed != option:
+                    action.option_strings.append(dashed)
+                    command.parser._option_string_actions[dashed] = action
+
+
+_accept_dashed_options()

@@ -1,0 +1,30 @@
+"""Face recognition over face_recognition (dlib): decode, detect, encode, match, store.
+
+The public API is re-exported here; ``faces`` (which loads dlib's models) is imported lazily.
+"""
+
+import logging
+
+from .config import ConfigError, Settings
+from .errors import (
+    FaceCountError,
+    FetchFailed,
+    ImageTooLarge,
+    InvalidParameter,
+    RecognizerError,
+    UnknownPerson,
+    UnsupportedImage,
+    UrlNotAllowed,
+)
+from .matching import Gallery, best_match
+from .service import BuildReport, Enrolment, FaceService, Picture, Recognition, check_name
+from .store import Store
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "BuildReport", "ConfigError", "Enrolment", "FaceCountError", "FaceService", "FetchFailed",
+    "Gallery", "ImageTooLarge", "InvalidParameter", "Picture", "Recognition", "RecognizerError",
+    "Settings", "Store", "UnknownPerson", "UnsupportedImage", "UrlNotAllowed", "best_match",
+    "check_name",
+]

@@ -1,0 +1,67 @@
+"""Domain errors. Each names the input field at fault and a short machine-readable code.
+
+The HTTP edge (api.py) maps each class to a status once; the CLI prints the same body.
+"""
+
+
+class RecognizerError(Exception):
+    """Base class: something about the caller's input that the service refuses."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+    def as_body(self) -> dict:
+        """The error in hug's own shape: ``{"errors": {field: message}}``."""
+        return {"errors": {self.field: self.message}}
+
+
+class InvalidParameter(RecognizerError):
+    """A parameter is missing, malformed or out of range."""
+
+
+class UrlNotAllowed(RecognizerError):
+    """The URL is refused before any network access (scheme, userinfo, length, ...)."""
+
+    def __init__(self, message: str = "url_not_allowed") -> None:
+        super().__init__("image_url", message)
+
+
+class FetchFailed(RecognizerError):
+    """Any network outcome that yields no image: blocked address, DNS, refused, timeout, non-2xx.
+
+    One code for all of them, so that callers cannot map the network behind the service.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("image_url", "image_fetch_failed")
+
+
+class ImageTooLarge(RecognizerError):
+    """The image is over the byte or pixel limit."""
+
+    def __init__(self, field: str = "image") -> None:
+        super().__init__(field, "image_too_large")
+
+
+class UnsupportedImage(RecognizerError):
+    """The bytes are not an image in a format the service decodes, or the image is truncated."""
+
+    def __init__(self, message: str = "unsupported_image", field: str = "image") -> None:
+        super().__init__(field, message)
+
+
+class FaceCountError(RecognizerError):
+    """Enrolment needs exactly one face: ``no_face`` or ``multiple_faces``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("image", message)
+
+
+class UnknownPerson(RecognizerError):
+    """No person of that name is enrolled."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("name", "unknown_person")
+        self.name = name

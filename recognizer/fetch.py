@@ -1,0 +1,200 @@
+"""Fetch an image over http(s) so that a URL can reach only the public internet.
+
+The host is resolved once per connection, every address it resolves to is checked, and the
+connection goes to the checked address (the "pin"), so alternate spellings of an IP, DNS
+rebinding and redirects to internal hosts all meet the same check. Proxies and .netrc from the
+environment are ignored, redirects are followed by hand (at most 3, each re-checked), and the
+body is read under a byte cap and a total deadline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+from urllib.parse import urljoin
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.util import parse_url
+
+from .errors import FetchFailed, ImageTooLarge, UrlNotAllowed
+
+log = logging.getLogger(__name__)
+
+MAX_URL_LENGTH = 2048
+MAX_REDIRECTS = 3
+_CHUNK = 64 * 1024
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_nets = lambda *cidrs: tuple(ipaddress.ip_network(c) for c in cidrs)  # noqa: E731
+
+# Never reachable, whatever the settings: "this host", link-local (cloud metadata lives there,
+# v4 and v6), multicast, reserved and broadcast.
+ALWAYS_DENIED = _nets(
+    "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
+    "::/8", "fe80::/10", "ff00::/8", "fd00:ec2::254/128",
+)
+# Reachable only with FACEREC_ALLOW_PRIVATE_NETWORKS: loopback, RFC 1918, CGNAT, ULA.
+PRIVATE = _nets(
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "::1/128", "fc00::/7",
+)
+# Reported as global by Python's ipaddress, yet able to reach internal hosts or not meant for
+# hosts at all: IETF protocol assignments, benchmarking, NAT64, 6to4, Teredo, ORCHID, 6to4 relay.
+DENIED = _nets(
+    "192.0.0.0/24", "198.18.0.0/15", "192.88.99.0/24",
+    "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "2001:20::/28",
+)
+
+
+class _BlockedAddress(requests.ConnectionError):
+    """The host resolved to an address the policy forbids."""
+
+
+def address_allowed(address: _Address, allow_private: bool = False) -> bool:
+    """Whether the service may connect to this address.
+
+    :param allow_private: also allow loopback and private ranges (development and tests)
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in net for net in ALWAYS_DENIED):
+        return False
+    if allow_private and any(address in net for net in PRIVATE):
+        return True
+    return address.is_global and not any(address in net for net in DENIED)
+
+
+def resolve(host: str, port: int, allow_private: bool) -> str:
+    """Resolve host and return the address to connect to, if every address it has is allowed.
+
+    :raises _BlockedAddress: the name does not resolve, or resolves to a forbidden address
+    """
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise _BlockedAddress("name does not resolve") from error
+    addresses = [
+        ipaddress.ip_address(info[4][0].split("%")[0])
+        for info in infos
+        if info[0] in (socket.AF_INET, socket.AF_INET6)
+    ]
+    if not addresses or not all(address_allowed(a, allow_private) for a in addresses):
+        raise _BlockedAddress("address not allowed")
+    first = addresses[0]
+    return f"[{first}]" if first.version == 6 else str(first)
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Connect to the checked address, keeping the Host header, SNI and certificate name."""
+
+    def __init__(self, allow_private: bool) -> None:
+        super().__init__(max_retries=0)
+        self.allow_private = allow_private
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        """Swap the hostname for its checked address; requests calls this for every connection."""
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        host, port = host_params["host"], host_params["port"]
+        scheme = host_params["scheme"]
+        if scheme == "https":
+            pool_kwargs["assert_hostname"] = host
+            pool_kwargs["server_hostname"] = host
+        host_params["host"] = resolve(host, port or (443 if scheme == "https" else 80),
+                                      self.allow_private)
+        return host_params, pool_kwargs
+
+
+def check_url(url: str) -> None:
+    """Refuse URLs that are not plain http(s) to a named host.
+
+    :raises UrlNotAllowed: wrong scheme, userinfo, no host, control characters, too long
+    """
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
+        raise UrlNotAllowed()
+    if any(ord(ch) < 33 or ch == "\\" or ord(ch) == 127 for ch in url):
+        raise UrlNotAllowed()
+    try:
+        parts = parse_url(url)
+    except ValueError:
+        raise UrlNotAllowed() from None
+    if parts.scheme not in ("http", "https") or not parts.host or parts.auth is not None:
+        raise UrlNotAllowed()
+
+
+def fetch(url: str, *, max_bytes: int, timeout: float, allow_private: bool = False) -> bytes:
+    """Download the body at url, following at most 3 redirects.
+
+    :param max_bytes: largest body accepted
+    :param timeout: total deadline in seconds, for all hops and the whole body
+    :raises UrlNotAllowed: the URL itself is refused (no network access happens)
+    :raises FetchFailed: any network outcome that yields no body
+    :raises ImageTooLarge: the body is over max_bytes
+    """
+    check_url(url)
+    deadline = time.monotonic() + timeout
+    with _session(allow_private) as session:
+        for _hop in range(MAX_REDIRECTS + 1):
+            body, location = _get(session, url, max_bytes, deadline)
+            if location is None:
+                return body
+            url = urljoin(url, location)
+            try:
+                check_url(url)
+            except UrlNotAllowed:
+                raise FetchFailed() from None
+    log.info("fetch refused: more than %d redirects", MAX_REDIRECTS)
+    raise FetchFailed()
+
+
+def _session(allow_private: bool) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxies, no .netrc from the environment
+    adapter = PinnedAdapter(allow_private)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _get(session, url: str, max_bytes: int, deadline: float) -> tuple[bytes, str | None]:
+    """One hop: the body, or the redirect location."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise FetchFailed()
+    headers = {"Accept": "image/*", "Accept-Encoding": "identity", "User-Agent": "facerec/1"}
+    try:
+        with session.get(url, headers=headers, stream=True, allow_redirects=False,
+                         timeout=(min(3.0, remaining), min(5.0, remaining))) as response:
+            if response.is_redirect:
+                return b"", response.headers["location"]
+            if response.status_code != 200:
+                log.info("fetch failed: upstream status %d", response.status_code)
+                raise FetchFailed()
+            return _read_body(response, max_bytes, deadline), None
+    except (requests.RequestException, Urllib3Error, OSError, ValueError) as error:
+        log.info("fetch failed: %s", type(error).__name__)
+        raise FetchFailed() from None
+
+
+def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> bytes:
+    """Read the raw body under the byte cap and the deadline; refuse encoded bodies."""
+    if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        raise FetchFailed()
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ImageTooLarge("image_url")
+    chunks, total = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise FetchFailed()
+        chunk = response.raw.read1(_CHUNK, decode_content=False)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            raise ImageTooLarge("image_url")
+        chunks.append(chunk)

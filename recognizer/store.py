@@ -1,0 +1,230 @@
+"""The encodings store: people, their faces and where each face came from, in SQLite.
+
+Encodings are stored as raw little-endian float64 arrays (never pickle) and validated on load.
+The database runs in WAL mode, so a server's readers never block the CLI's writes; every write
+is one ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue instead of failing. Each
+process keeps the gallery in memory and reloads it when ``PRAGMA data_version`` says another
+connection (another worker, the CLI) has committed. Deleting a person overwrites their rows
+(``secure_delete``) and checkpoints the WAL, so their encodings leave the files on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import UnknownPerson
+from .matching import ENCODING_SIZE, Gallery
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS people (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    encoding BLOB NOT NULL CHECK (length(encoding) = 1024),
+    source TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_by_person ON faces(person_id);
+-- what `build` has already processed: a second run skips files whose bytes have not changed
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    person TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    face_id INTEGER REFERENCES faces(id) ON DELETE SET NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+_DTYPE = np.dtype("<f8")
+
+
+@dataclass(frozen=True)
+class Person:
+    """A person and how many faces they have."""
+
+    name: str
+    faces: int
+
+
+def encoding_to_blob(encoding: np.ndarray) -> bytes:
+    """Serialise one encoding as 1024 raw bytes."""
+    array = np.asarray(encoding, dtype=_DTYPE)
+    if array.shape != (ENCODING_SIZE,) or not np.isfinite(array).all():
+        raise ValueError("an encoding is 128 finite numbers")
+    return array.tobytes()
+
+
+def blob_to_encoding(blob: bytes) -> np.ndarray:
+    """Parse 1024 raw bytes back into an encoding, refusing anything malformed."""
+    array = np.frombuffer(blob, dtype=_DTYPE)
+    if array.shape != (ENCODING_SIZE,) or not np.isfinite(array).all():
+        raise ValueError("corrupt encoding in store")
+    return array
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    """A SQLite store shared by every process that opens the same file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # biometric data: readable by the owner only
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._lock = threading.RLock()
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+                       "secure_delete=ON", "busy_timeout=30000"):
+            self._db.execute(f"PRAGMA {pragma}")
+        with self._write() as db:  # executescript() would commit on its own; keep it one txn
+            for statement in _statements():
+                db.execute(statement)
+        self._gallery: Gallery | None = None
+        self._version: int | None = None
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with BEGIN IMMEDIATE so that writers queue."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._gallery = None
+
+    def add_face(self, name: str, encoding: np.ndarray, source: str) -> tuple[int, int]:
+        """Add one face to a person, creating the person if needed.
+
+        :return: (face_id, number of faces the person has now)
+        """
+        blob = encoding_to_blob(encoding)
+        with self._write() as db:
+            return self._insert_face(db, name, blob, source)
+
+    def _insert_face(self, db: sqlite3.Connection, name: str, blob: bytes,
+                     source: str) -> tuple[int, int]:
+        db.execute("INSERT OR IGNORE INTO people (name, created_at) VALUES (?, ?)", (name, _now()))
+        (person_id,) = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+        cursor = db.execute(
+            "INSERT INTO faces (person_id, encoding, source, created_at) VALUES (?, ?, ?, ?)",
+            (person_id, blob, source, _now()),
+        )
+        (count,) = db.execute("SELECT COUNT(*) FROM faces WHERE person_id = ?",
+                              (person_id,)).fetchone()
+        return int(cursor.lastrowid), int(count)
+
+    def record_file(self, path: str, sha256: str, person: str, outcome: str,
+                    encoding: np.ndarray | None = None) -> int | None:
+        """Record what build made of a file, replacing the face an older version of it gave.
+
+        :param encoding: the file's face, added to ``person``, when the outcome is "enrolled"
+        :return: the new face's id, if one was added
+        """
+        blob = None if encoding is None else encoding_to_blob(encoding)
+        with self._write() as db:
+            old = db.execute("SELECT face_id FROM files WHERE path = ?", (path,)).fetchone()
+            if old and old[0] is not None:
+                db.execute("DELETE FROM faces WHERE id = ?", (old[0],))
+            face_id = None
+            if blob is not None:
+                face_id, _ = self._insert_face(db, person, blob, f"file:{path}")
+            db.execute(
+                "INSERT OR REPLACE INTO files (path, sha256, person, outcome, face_id, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (path, sha256, person, outcome, face_id, _now()),
+            )
+            self._drop_empty_people(db)
+            return face_id
+
+    def file_is_current(self, path: str, sha256: str) -> bool:
+        """Whether build already processed these exact bytes at this path (and kept the result)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT f.outcome, f.face_id IS NOT NULL FROM files f"
+                " WHERE f.path = ? AND f.sha256 = ?", (path, sha256),
+            ).fetchone()
+        return bool(row) and (row[0] != "enrolled" or bool(row[1]))
+
+    def forget(self, name: str) -> int:
+        """Delete a person, every face of theirs and build's records of their files.
+
+        :return: how many faces were deleted
+        :raises UnknownPerson: nobody of that name is enrolled
+        """
+        with self._write() as db:
+            row = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UnknownPerson(name)
+            (count,) = db.execute("SELECT COUNT(*) FROM faces WHERE person_id = ?",
+                                  row).fetchone()
+            db.execute("DELETE FROM files WHERE person = ?", (name,))
+            db.execute("DELETE FROM faces WHERE person_id = ?", row)
+            db.execute("DELETE FROM people WHERE id = ?", row)
+        with self._lock:  # move the overwritten pages out of the WAL into the main file
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(count)
+
+    def _drop_empty_people(self, db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM people WHERE id NOT IN (SELECT person_id FROM faces)")
+
+    def people(self) -> list[Person]:
+        """Everyone enrolled, by name, with their face counts."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.name, COUNT(f.id) FROM people p JOIN faces f ON f.person_id = p.id"
+                " GROUP BY p.id ORDER BY p.name"
+            ).fetchall()
+        return [Person(name, int(faces)) for name, faces in rows]
+
+    def counts(self) -> tuple[int, int]:
+        """(people, faces) in the store."""
+        with self._lock:
+            (faces, people) = self._db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT person_id) FROM faces").fetchone()
+        return int(people), int(faces)
+
+    def gallery(self) -> Gallery:
+        """The in-memory gallery, reloaded only when some connection has changed the store."""
+        with self._lock:
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+            if self._gallery is None or version != self._version:
+                self._gallery, self._version = self._load_gallery(), version
+            return self._gallery
+
+    def _load_gallery(self) -> Gallery:
+        by_person: dict[str, list[np.ndarray]] = {}
+        rows = self._db.execute(
+            "SELECT p.name, f.encoding FROM faces f JOIN people p ON p.id = f.person_id"
+        )
+        for name, blob in rows:
+            by_person.setdefault(name, []).append(blob_to_encoding(blob))
+        return Gallery.from_encodings(by_person)
+
+
+def _statements() -> list[str]:
+    return [statement for statement in _SCHEMA.split(";") if statement.strip()]

@@ -1,0 +1,116 @@
+"""Shared fixtures: the real photos in ../shared/faces, an isolated service, a local image server."""
+
+import io
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+import api
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = Path(os.environ.get("FACEREC_TEST_FACES", ROOT.parent / "shared" / "faces")).resolve()
+
+
+def face(relative: str) -> Path:
+    """A photo from the shared test media; a missing one fails the test (never skips it)."""
+    path = FACES / relative
+    if not path.is_file():
+        pytest.fail(f"test photo missing: {path} (set FACEREC_TEST_FACES)")
+    return path
+
+
+def png_bytes(image: Image.Image, **save_args) -> bytes:
+    """Encode a Pillow image as PNG (or another format given by save_args["format"])."""
+    buffer = io.BytesIO()
+    image.save(buffer, **({"format": "PNG"} | save_args))
+    return buffer.getvalue()
+
+
+def no_face_image() -> bytes:
+    """A smooth colour gradient: a real image with no face in it."""
+    y, x = np.mgrid[0:240, 0:320]
+    rgb = np.stack([x * 255 // 320, y * 255 // 240, (x + y) * 255 // 560], axis=-1)
+    return png_bytes(Image.fromarray(rgb.astype(np.uint8)))
+
+
+def upload(path: str, data: bytes, fields: dict | None = None, name: str = "photo.jpg"):
+    """(body, headers) of a multipart upload with the image in field 'image'."""
+    prepared = requests.Request(
+        "POST", f"http://localhost/{path}", files={"image": (name, data, "image/jpeg")},
+        data=fields or {},
+    ).prepare()
+    return prepared.body, {key.lower(): value for key, value in prepared.headers.items()}
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address():
+    """Serve test images on IPv4 loopback only, so 'localhost' never lands on an unbound ::1."""
+    return ("127.0.0.1", 0)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """An isolated service: its own store and known_faces/, loopback URLs allowed."""
+    for key in [key for key in os.environ if key.startswith("FACEREC_")]:
+        if key != "FACEREC_TEST_FACES":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("FACEREC_STORE", str(tmp_path / "store.sqlite3"))
+    monkeypatch.setenv("FACEREC_KNOWN_FACES_DIR", str(tmp_path / "known_faces"))
+    monkeypatch.setenv("FACEREC_ALLOW_PRIVATE_NETWORKS", "1")
+    api.get_service.cache_clear()
+    yield monkeypatch
+    if api.get_service.cache_info().currsize:
+        api.get_service().store.close()
+    api.get_service.cache_clear()
+
+
+@pytest.fixture
+def reconfigure(env):
+    """Change FACEREC_* variables for the rest of a test; the service re-reads them."""
+
+    def set_env(**values):
+        for key, value in values.items():
+            env.setenv(f"FACEREC_{key.upper()}", str(value))
+        if api.get_service.cache_info().currsize:
+            api.get_service().store.close()
+        api.get_service.cache_clear()
+
+    return set_env
+
+
+@pytest.fixture
+def serve(httpserver):
+    """Serve bytes (or a file) from the local image server; returns its URL."""
+
+    def serve_(data, path: str = "/image", content_type: str = "image/jpeg") -> str:
+        body = data.read_bytes() if isinstance(data, Path) else data
+        httpserver.expect_request(path).respond_with_data(body, content_type=content_type)
+        return httpserver.url_for(path)
+
+    return serve_
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Record every outgoing socket connection the process attempts."""
+    attempts = []
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        attempts.append(address)
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempts
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
