@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util import parse_url
 
@@ -34,7 +35,7 @@ _nets = lambda *cidrs: tuple(ipaddress.ip_network(c) for c in cidrs)  # noqa: E7
 # v4 and v6), multicast, reserved and broadcast.
 ALWAYS_DENIED = _nets(
     "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-    "::/8", "fe80::/10", "ff00::/8", "fd00:ec2::254/128",
+    "::/128", "fe80::/10", "ff00::/8", "fd00:ec2::254/128",
 )
 # Reachable only with FACEREC_ALLOW_PRIVATE_NETWORKS: loopback, RFC 1918, CGNAT, ULA.
 PRIVATE = _nets(
@@ -42,9 +43,10 @@ PRIVATE = _nets(
     "::1/128", "fc00::/7",
 )
 # Reported as global by Python's ipaddress, yet able to reach internal hosts or not meant for
-# hosts at all: IETF protocol assignments, benchmarking, NAT64, 6to4, Teredo, ORCHID, 6to4 relay.
+# hosts at all: IETF protocol assignments, benchmarking, 6to4 relay, IPv4-compatible IPv6,
+# NAT64, 6to4, Teredo, ORCHID.
 DENIED = _nets(
-    "192.0.0.0/24", "198.18.0.0/15", "192.88.99.0/24",
+    "192.0.0.0/24", "198.18.0.0/15", "192.88.99.0/24", "::/8",
     "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "2001:20::/28",
 )
 
@@ -101,6 +103,8 @@ class PinnedAdapter(HTTPAdapter):
         )
         host, port = host_params["host"], host_params["port"]
         scheme = host_params["scheme"]
+        request.headers = CaseInsensitiveDict(request.headers or {})
+        request.headers["Host"] = parse_url(request.url).netloc  # the name, not the pinned IP
         if scheme == "https":
             pool_kwargs["assert_hostname"] = host
             pool_kwargs["server_hostname"] = host

@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import logging
+
 import numpy as np
 
 from .errors import UnknownPerson
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS files (
 );
 """
 _DTYPE = np.dtype("<f8")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -219,10 +222,13 @@ class Store:
     def _load_gallery(self) -> Gallery:
         by_person: dict[str, list[np.ndarray]] = {}
         rows = self._db.execute(
-            "SELECT p.name, f.encoding FROM faces f JOIN people p ON p.id = f.person_id"
+            "SELECT f.id, p.name, f.encoding FROM faces f JOIN people p ON p.id = f.person_id"
         )
-        for name, blob in rows:
-            by_person.setdefault(name, []).append(blob_to_encoding(blob))
+        for face_id, name, blob in rows:
+            try:
+                by_person.setdefault(name, []).append(blob_to_encoding(blob))
+            except ValueError:
+                log.error("face %d has a corrupt encoding and is left out of matching", face_id)
         return Gallery.from_encodings(by_person)
 
 

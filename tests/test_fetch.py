@@ -1,0 +1,278 @@
+"""Fetching image URLs: only the public internet is reachable, within a byte cap and a deadline."""
+
+import ipaddress
+import socket
+import threading
+import time
+
+import falcon
+import hug
+import pytest
+import urllib3.util.connection
+from werkzeug import Response
+
+import api
+from recognizer import fetch
+from recognizer.errors import FetchFailed, ImageTooLarge, UrlNotAllowed
+
+PUBLIC = "93.184.216.34"  # a globally routable address, reached through the stubbed resolver
+
+
+@pytest.fixture
+def closed_network(reconfigure):
+    """The production setting: private and loopback addresses are refused."""
+    reconfigure(allow_private_networks=0)
+
+
+@pytest.fixture
+def public_host(monkeypatch, httpserver):
+    """'images.example' resolves to a public address; connections to it reach the local server.
+
+    This stands in for a public image host, so that the policy itself stays switched on.
+    """
+    real_getaddrinfo = socket.getaddrinfo
+    real_create = urllib3.util.connection.create_connection
+    local = (httpserver.host, httpserver.port)
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "images.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    def create_connection(address, *args, **kwargs):
+        return real_create(local if address[0] == PUBLIC else address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
+    return lambda path: f"http://images.example:{httpserver.port}{path}"
+
+
+# -- the address policy ------------------------------------------------------------------------
+
+BLOCKED = [
+    "127.0.0.1", "127.255.255.254", "0.0.0.0", "0.1.2.3", "10.0.0.1", "172.16.0.1",
+    "172.31.255.255", "192.168.1.1", "100.64.0.1", "100.127.255.254", "169.254.169.254",
+    "169.254.0.1", "192.0.0.8", "198.18.0.1", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+    "255.255.255.255", "::", "::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+    "::ffff:10.0.0.1", "::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b:1::1", "2002:7f00:1::",
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2", "fc00::1", "fd00:ec2::254", "fe80::1", "ff02::1",
+]
+
+
+@pytest.mark.parametrize("address", BLOCKED)
+def test_non_public_addresses_are_refused(address):
+    assert not fetch.address_allowed(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", PUBLIC, "::ffff:8.8.8.8", "2606:4700::1111"])
+def test_public_addresses_are_allowed(address):
+    assert fetch.address_allowed(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "10.1.2.3", "192.168.0.10", "fd12::1"])
+def test_the_development_flag_opens_loopback_and_private_ranges(address):
+    assert fetch.address_allowed(ipaddress.ip_address(address), allow_private=True)
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "0.0.0.0", "224.0.0.1"])
+def test_metadata_and_reserved_stay_closed_even_with_the_flag(address):
+    assert not fetch.address_allowed(ipaddress.ip_address(address), allow_private=True)
+
+
+def test_a_name_with_any_forbidden_address_is_refused(monkeypatch):
+    answers = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, 80)),
+               (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: answers)
+    with pytest.raises(fetch._BlockedAddress):
+        fetch.resolve("split.example", 80, allow_private=False)
+
+
+def test_a_name_that_does_not_resolve_fails_closed(monkeypatch):
+    def fail(*args, **kwargs):
+        raise socket.gaierror("no such name")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    with pytest.raises(FetchFailed):
+        fetch.fetch("http://nowhere.example/x.jpg", max_bytes=1000, timeout=5)
+
+
+# -- URLs refused before any network access ------------------------------------------------------
+
+@pytest.mark.parametrize("url", [
+    "file:///etc/passwd", "/etc/passwd", "../x", "etc/passwd", "ftp://example.com/x.jpg",
+    "gopher://example.com/", "dict://example.com:11211/", "data:image/png;base64,AAAA",
+    "http://user:pass@example.com/x.jpg", "http://user@example.com/", "http:///x.jpg", "http://",
+    "http://exa mple.com/", "http://example.com\\@127.0.0.1/", "javascript:alert(1)", "",
+    "http://example.com/" + "a" * 2100,
+])
+def test_urls_that_are_not_plain_http_are_refused(url, connections):
+    with pytest.raises(UrlNotAllowed):
+        fetch.fetch(url, max_bytes=1000, timeout=5)
+    assert connections == []
+
+
+# -- the issue's list, over HTTP, with the production setting ------------------------------------
+
+def test_refused_urls_over_http_open_no_connection(closed_network, httpserver, connections):
+    httpserver.expect_request("/secret.jpg").respond_with_data(b"internal", content_type="image/jpeg")
+    port = httpserver.port
+    for url in ("file:///etc/passwd", "/etc/passwd", "../x", f"http://127.0.0.1:{port}/secret.jpg",
+                f"http://localhost:{port}/secret.jpg", f"http://2130706433:{port}/secret.jpg",
+                f"http://0x7f.1:{port}/secret.jpg", f"http://0177.0.0.1:{port}/secret.jpg",
+                f"http://127.1:{port}/secret.jpg", f"http://[::ffff:127.0.0.1]:{port}/secret.jpg",
+                f"http://[::1]:{port}/secret.jpg", f"http://0:{port}/secret.jpg"):
+        response = hug.test.get(api, "recognize", image_url=url)
+        assert response.status == falcon.HTTP_400, url
+        assert response.data["errors"]["image_url"] in ("url_not_allowed", "image_fetch_failed")
+    assert connections == []
+    assert httpserver.log == []
+
+
+def test_a_redirect_to_loopback_is_refused(closed_network, public_host, httpserver, connections):
+    internal = f"http://127.0.0.1:{httpserver.port}/secret.jpg"
+    httpserver.expect_request("/secret.jpg").respond_with_data(b"internal")
+    httpserver.expect_request("/hop").respond_with_data("", status=302, headers={"Location": internal})
+    response = hug.test.get(api, "recognize", image_url=public_host("/hop"))
+    assert response.status == falcon.HTTP_400
+    assert response.data == {"errors": {"image_url": "image_fetch_failed"}}
+    assert [request.path for request, _ in httpserver.log] == ["/hop"]
+    assert len(connections) == 1  # only the (stubbed) public host was ever connected to
+
+
+def test_the_connection_goes_to_the_checked_address(public_host, httpserver, monkeypatch):
+    seen = []
+    real_create = urllib3.util.connection.create_connection
+    monkeypatch.setattr(urllib3.util.connection, "create_connection",
+                        lambda address, *a, **k: seen.append(address) or real_create(address, *a, **k))
+    httpserver.expect_request("/x.jpg").respond_with_data(b"pixels")
+    assert fetch.fetch(public_host("/x.jpg"), max_bytes=100, timeout=5) == b"pixels"
+    assert seen == [(PUBLIC, httpserver.port)]
+    (request, _), = httpserver.log
+    assert request.headers["Host"] == f"images.example:{httpserver.port}"
+
+
+def test_dns_rebinding_meets_the_check_on_every_connection(monkeypatch, httpserver):
+    answers = iter([PUBLIC, "127.0.0.1"])
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))])
+    # first resolution: public, but nothing listens there; the second one would be loopback
+    assert fetch.resolve("rebind.example", 80, allow_private=False) == PUBLIC
+    with pytest.raises(fetch._BlockedAddress):
+        fetch.resolve("rebind.example", 80, allow_private=False)
+
+
+def test_environment_proxies_are_ignored(env, serve, monkeypatch, connections):
+    url = serve(b"direct")
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert fetch.fetch(url, max_bytes=100, timeout=5, allow_private=True) == b"direct"
+    assert all(address[1] != 9 for address in connections)
+
+
+# -- redirects, caps and deadlines ---------------------------------------------------------------
+
+def test_up_to_three_redirects_are_followed(httpserver):
+    for hop in range(3):
+        httpserver.expect_request(f"/r{hop}").respond_with_data(
+            "", status=302, headers={"Location": f"/r{hop + 1}"})
+    httpserver.expect_request("/r3").respond_with_data(b"image bytes")
+    assert fetch.fetch(httpserver.url_for("/r0"), max_bytes=100, timeout=5,
+                       allow_private=True) == b"image bytes"
+
+
+def test_a_fourth_redirect_is_refused(httpserver):
+    for hop in range(4):
+        httpserver.expect_request(f"/r{hop}").respond_with_data(
+            "", status=301, headers={"Location": f"/r{hop + 1}"})
+    httpserver.expect_request("/r4").respond_with_data(b"image bytes")
+    with pytest.raises(FetchFailed):
+        fetch.fetch(httpserver.url_for("/r0"), max_bytes=100, timeout=5, allow_private=True)
+
+
+def test_a_redirect_to_another_scheme_is_refused(httpserver):
+    httpserver.expect_request("/r").respond_with_data(
+        "", status=302, headers={"Location": "file:///etc/passwd"})
+    with pytest.raises(FetchFailed):
+        fetch.fetch(httpserver.url_for("/r"), max_bytes=100, timeout=5, allow_private=True)
+
+
+def test_upstream_errors_fail_the_same_way(httpserver):
+    httpserver.expect_request("/missing").respond_with_data("nope", status=404)
+    with pytest.raises(FetchFailed):
+        fetch.fetch(httpserver.url_for("/missing"), max_bytes=100, timeout=5, allow_private=True)
+    closed = f"http://127.0.0.1:{_closed_port()}/x.jpg"
+    with pytest.raises(FetchFailed):
+        fetch.fetch(closed, max_bytes=100, timeout=5, allow_private=True)
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading(httpserver):
+    httpserver.expect_request("/big").respond_with_data(b"x" * 5000)
+    with pytest.raises(ImageTooLarge):
+        fetch.fetch(httpserver.url_for("/big"), max_bytes=1000, timeout=5, allow_private=True)
+
+
+def test_an_undeclared_length_is_cut_at_the_cap(httpserver):
+    def endless(request):
+        return Response((b"x" * 4096 for _ in range(10_000)), content_type="image/jpeg")
+
+    httpserver.expect_request("/stream").respond_with_handler(endless)
+    started = time.monotonic()
+    with pytest.raises(ImageTooLarge):
+        fetch.fetch(httpserver.url_for("/stream"), max_bytes=100_000, timeout=10,
+                    allow_private=True)
+    assert time.monotonic() - started < 5  # stopped at the cap, not after 40 MB
+
+
+@pytest.fixture
+def raw_server():
+    """A one-connection TCP server that answers with exactly the bytes it is given."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_once(reply: bytes) -> str:
+        def run():
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(reply)
+
+        threading.Thread(target=run, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/x.jpg"
+
+    yield serve_once
+    listener.close()
+
+
+def test_a_lying_content_length_yields_only_what_it_declared(raw_server):
+    url = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n" + b"y" * 100_000)
+    assert fetch.fetch(url, max_bytes=1000, timeout=5, allow_private=True) == b"y" * 10
+
+
+def test_a_compressed_body_is_refused(httpserver):
+    httpserver.expect_request("/gz").respond_with_data(
+        b"\x1f\x8b" + b"\x00" * 100, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(FetchFailed):
+        fetch.fetch(httpserver.url_for("/gz"), max_bytes=1000, timeout=5, allow_private=True)
+
+
+@pytest.mark.timeout(30)
+def test_a_dripping_server_is_cut_off_at_the_deadline(httpserver):
+    def drip(request):
+        def body():
+            for _ in range(30):
+                yield b"x"
+                time.sleep(0.5)
+
+        return Response(body(), content_type="image/jpeg")
+
+    httpserver.expect_request("/drip").respond_with_handler(drip)
+    started = time.monotonic()
+    with pytest.raises(FetchFailed):
+        fetch.fetch(httpserver.url_for("/drip"), max_bytes=1000, timeout=2, allow_private=True)
+    assert time.monotonic() - started < 4
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
