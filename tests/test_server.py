@@ -1,0 +1,122 @@
+"""End to end against real server processes over real sockets: hug's server and gunicorn."""
+
+import http.client
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import requests
+
+from conftest import ROOT, face, free_port
+
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+@contextmanager
+def server(command, env_vars, port):
+    """Run a server process until the block ends; yields its base URL and its captured log."""
+    log = open(env_vars["FACEREC_STORE"] + f".{port}.log", "w+")
+    process = subprocess.Popen(command, cwd=ROOT, env=os.environ | env_vars, stdout=log,
+                               stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.3)
+        yield base, log
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def read_log(log):
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
+def settings(tmp_path):
+    return {"FACEREC_STORE": str(tmp_path / "store.sqlite3"), "FACEREC_ALLOW_PRIVATE_NETWORKS": "1",
+            "PYTHONWARNINGS": "ignore"}
+
+
+def hug_server(tmp_path, port):
+    return server([f"{VENV_BIN}/hug", "-f", "api.py", "-p", str(port)], settings(tmp_path), port)
+
+
+def test_the_development_server_end_to_end(tmp_path, httpserver):
+    photo = face("people/obama/obama.jpg")
+    httpserver.expect_request("/obama.jpg").respond_with_data(photo.read_bytes(),
+                                                              content_type="image/jpeg")
+    image_url = httpserver.url_for("/obama.jpg") + "?token=SECRET-SIGNATURE"
+    port = free_port()
+    with hug_server(tmp_path, port) as (base, log):
+        enrolled = requests.get(f"{base}/enroll", params={"name": "obama", "image_url": image_url})
+        assert enrolled.status_code == 201 and enrolled.json()["faces"] == 1
+
+        with open(face("people/obama/obama2.jpg"), "rb") as probe:
+            found = requests.post(f"{base}/recognize", files={"image": probe}).json()
+        assert [f["name"] for f in found["faces"]] == ["obama"]
+
+        # the CLI writes to the same store while the server runs; no restart needed
+        cli = subprocess.run(
+            [f"{VENV_BIN}/hug", "-f", "api.py", "-c", "enroll", "biden",
+             str(face("people/biden/biden.jpg"))],
+            cwd=ROOT, env=os.environ | settings(tmp_path), capture_output=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr
+        with open(face("misc/two_people.jpg"), "rb") as probe:
+            both = requests.post(f"{base}/recognize", data=probe.read(),
+                                 headers={"Content-Type": "image/jpeg"}).json()
+        assert sorted(f["name"] for f in both["faces"]) == ["biden", "obama"]
+
+        missing = requests.get(f"{base}/no/such/route")
+        assert missing.status_code == 404 and missing.json() == {"errors": {"path": "not_found"}}
+        assert _declared_body_status(port, 50 * 1024 * 1024) == 413
+        server_log = read_log(log)
+    assert "SECRET-SIGNATURE" not in server_log and "obama.jpg" not in server_log
+    assert "GET /enroll 201" in server_log
+
+    with hug_server(tmp_path, free_port()) as (base, _):  # a restart loses nothing
+        people = requests.get(f"{base}/people").json()
+    assert people == {"people": [{"name": "biden", "faces": 1}, {"name": "obama", "faces": 1}],
+                      "total": 2}
+
+
+def _declared_body_status(port, length):
+    """Send only the headers of a huge upload: the answer must come before the body is read."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.putrequest("POST", "/recognize")
+    connection.putheader("Content-Type", "image/jpeg")
+    connection.putheader("Content-Length", str(length))
+    connection.endheaders()
+    response = connection.getresponse()
+    connection.close()
+    return response.status
+
+
+def test_gunicorn_workers_see_each_others_enrolments(tmp_path):
+    port = free_port()
+    command = [f"{VENV_BIN}/gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "api:__hug_wsgi__"]
+    with server(command, settings(tmp_path), port) as (base, log):
+        with open(face("people/obama/obama.jpg"), "rb") as photo:
+            enrolled = requests.post(f"{base}/enroll", params={"name": "obama"},
+                                     files={"image": photo})
+        assert enrolled.status_code == 201
+        probe = face("people/obama/obama2.jpg").read_bytes()
+        names, workers = [], set()
+        while len(workers) < 2 and len(names) < 40:  # until both workers have answered
+            answer = requests.post(f"{base}/recognize", data=probe,
+                                   headers={"Content-Type": "image/jpeg", "Connection": "close"})
+            names.extend(f["name"] for f in answer.json()["faces"])
+            workers = {line.split()[2] for line in read_log(log).splitlines()
+                       if "POST /recognize 200" in line}
+        assert len(workers) == 2 and set(names) == {"obama"}
