@@ -39,7 +39,8 @@ _STATUS = {
 def get_service():
     """Read the settings and open the store, once per process."""
     settings = recognizer.Settings.from_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
     return recognizer.FaceService(settings)
 
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Box:
-    """A face's bounding box in image pixels, in face_recognition's (top, right, bottom, left) order."""
+    """A face's box in image pixels, in face_recognition's (top, right, bottom, left) order."""
 
     top: int
     right: int
@@ -59,7 +59,7 @@ if not blas_enabled():
 
 
 def detect(image: np.ndarray, model: str = "hog", upsample: int = 1,
-           max_side: int = 1600) -> list[Box]:
+           max_side: int = 1024) -> list[Box]:
     """Find faces, largest first, detecting on a copy no larger than max_side.
 
     :param model: "hog" (CPU) or "cnn" (dlib's MMOD CNN; slow without a GPU)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real photos in ../shared/faces, an isolated service, a local image server."""
+"""Shared fixtures: the photos in ../shared/faces, an isolated service, a local image server."""
 
 import io
 import os

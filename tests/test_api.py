@@ -35,7 +35,8 @@ def test_enroll_answers_201_with_the_face_count(env, serve):
     assert first.status == second.status == falcon.HTTP_201
     assert first.data["name"] == "obama" and first.data["faces"] == 1
     assert second.data["faces"] == 2
-    assert isinstance(second.data["face_id"], int) and second.data["face_id"] != first.data["face_id"]
+    assert isinstance(second.data["face_id"], int)
+    assert second.data["face_id"] != first.data["face_id"]
 
 
 def test_recognize_names_an_enrolled_person(obama_and_biden, serve):
@@ -173,7 +174,8 @@ def test_invalid_names_are_refused(env, serve, name):
 @pytest.mark.parametrize("params, field", [
     ({"tolerance": "0"}, "tolerance"), ({"tolerance": "1.5"}, "tolerance"),
     ({"tolerance": "abc"}, "tolerance"), ({"top_k": "0"}, "top_k"), ({"top_k": "11"}, "top_k"),
-    ({"model": "resnet"}, "model"), ({"upsample": "3"}, "upsample"), ({"upsample": "-1"}, "upsample"),
+    ({"model": "resnet"}, "model"), ({"upsample": "3"}, "upsample"),
+    ({"upsample": "-1"}, "upsample"),
 ])
 def test_bad_parameters_get_400_naming_the_field(env, params, field):
     response = hug.test.get(api, "recognize", image_url="http://example.invalid/x.jpg", **params)

@@ -93,7 +93,8 @@ def test_build_reports_bad_files_and_names_and_stays_in_the_tree(env, tree, tmp_
     (tree / "linked").symlink_to(outside)
     (tree / "obama" / "escape.jpg").symlink_to(outside / "secret.jpg")
     (tree / "notes.txt").write_text("not a folder")
-    outcomes = {e["file"]: e["outcome"] for e in hug.test.cli("build", str(tree), module=api)["files"]}
+    report = hug.test.cli("build", str(tree), module=api)
+    outcomes = {entry["file"]: entry["outcome"] for entry in report["files"]}
     assert outcomes["biden/broken.jpg"] == "unreadable"
     assert outcomes["biden/group.jpg"] == "multiple_faces"
     assert outcomes["bad:name/obama.jpg"] == "invalid_name"
@@ -123,7 +124,8 @@ def test_the_real_command_line(env, tree, tmp_path):
     assert "build" in built.stderr  # the progress bar goes to stderr, the report to stdout
     two = run_cli("enroll", "Ada", str(face("misc/two_people.jpg")), env_vars=store)
     assert two.returncode != 0
-    assert json.loads(two.stderr.strip().splitlines()[-1]) == {"errors": {"image": "multiple_faces"}}
+    last_line = two.stderr.strip().splitlines()[-1]
+    assert json.loads(last_line) == {"errors": {"image": "multiple_faces"}}
     largest = run_cli("enroll", "Ada", str(face("misc/two_people.jpg")), "--largest-face",
                       env_vars=store)
     assert largest.returncode == 0 and json.loads(largest.stdout)["name"] == "Ada"

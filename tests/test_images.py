@@ -50,7 +50,8 @@ def test_a_header_claiming_a_huge_image_is_refused_before_decoding(side):
     b"", b"\x00" * 100, bytes(range(256)) * 4, b"<html><body>hi</body></html>",
     b'<svg xmlns="http://www.w3.org/2000/svg"/>', b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n",
     b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
-    b"SIMPLE  =                    T" + b" " * 50, b"GIF89a", png_header(10, 10)[:20], png_header(10, 10),
+    b"SIMPLE  =                    T" + b" " * 50, b"GIF89a", png_header(10, 10)[:20],
+    png_header(10, 10),
 ])
 def test_non_images_and_other_formats_are_unsupported(data):
     with pytest.raises(UnsupportedImage):
