@@ -203,8 +203,10 @@ def recognize_file(path: hug.types.text, faces: face_service, tolerance: toleran
 @cli.name("build")
 def build(faces: face_service, *directory):
     """Enrol every photo of a folder-per-person tree (DIR, known_faces/ by default)."""
+    if len(directory) > 1:
+        raise errors.InvalidParameter("directory", "give at most one directory")
     bar = functools.partial(tqdm, desc="build", unit="file", file=sys.stderr)
-    report = faces.build(*directory[:1], progress=bar)
+    report = faces.build(*directory, progress=bar)
     return {"files": report.files, "summary": report.summary(),
             "people": faces.health()["people"]}
 

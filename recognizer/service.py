@@ -288,6 +288,7 @@ def _tree(root: Path) -> Iterator[tuple[str, Path]]:
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         if folder.is_symlink() and not folder.resolve().is_relative_to(root):
+            log.warning("build: skipped a folder that links outside the tree")
             continue
         for path in sorted(folder.iterdir()):
             if not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:

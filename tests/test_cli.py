@@ -108,6 +108,7 @@ def test_build_defaults_to_known_faces_dir(env, tree):
     env.setenv("FACEREC_KNOWN_FACES_DIR", str(tree))
     api.get_service.cache_clear()
     assert hug.test.cli("build", module=api)["summary"]["enrolled"] == 3
+    assert isinstance(hug.test.cli("build", str(tree), str(tree), module=api), InvalidParameter)
 
 
 def run_cli(*args, env_vars):
