@@ -195,9 +195,10 @@ def enroll_file(name: person_name, path: hug.types.text, faces: face_service,
 
 @cli.name("recognize")
 def recognize_file(path: hug.types.text, faces: face_service, tolerance: tolerance = None,
-                   top_k: top_k = 3):
+                   top_k: top_k = 3, model: model = None, upsample: upsample = None):
     """Find every face in a local image file and say who each one is."""
-    return _recognition(faces.recognize(faces.picture_from_path(path), tolerance, top_k))
+    picture = faces.picture_from_path(path)
+    return _recognition(faces.recognize(picture, tolerance, top_k, model, upsample))
 
 
 @cli.name("build")

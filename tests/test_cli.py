@@ -29,7 +29,8 @@ def tree(tmp_path):
 def test_enroll_recognize_people_and_forget(env):
     enrolled = hug.test.cli("enroll", "obama", str(face("people/obama/obama.jpg")), module=api)
     assert enrolled == {"name": "obama", "face_id": 1, "faces": 1}
-    result = hug.test.cli("recognize", str(face("people/obama/obama2.jpg")), module=api)
+    result = hug.test.cli("recognize", str(face("people/obama/obama2.jpg")), module=api,
+                          top_k=2, model="hog")  # (hug.test.cli drops values equal to 0 or 1)
     assert [f["name"] for f in result["faces"]] == ["obama"]
     assert result["image"] == {"width": 626, "height": 1200}
     assert hug.test.cli("people", module=api) == {"people": [{"name": "obama", "faces": 1}],
