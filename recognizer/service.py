@@ -10,7 +10,7 @@ import hashlib
 import logging
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -171,7 +171,7 @@ class FaceService:
         found = []
         for box, encoding in zip(boxes, faces.encode(picture.pixels, boxes)):
             match = best_match(encoding, gallery, tolerance, top_k)
-            found.append(Face(box=_box_dict(box), name=match.name, distance=match.distance,
+            found.append(Face(box=asdict(box), name=match.name, distance=match.distance,
                               confidence=match.confidence, candidates=match.candidates))
         width, height = picture.size
         return Recognition(faces=found, width=width, height=height)
@@ -273,10 +273,6 @@ def _check_face_count(count: int, largest_face: bool) -> None:
         raise FaceCountError("no_face")
     if count > 1 and not largest_face:
         raise FaceCountError("multiple_faces")
-
-
-def _box_dict(box) -> dict:
-    return {"top": box.top, "right": box.right, "bottom": box.bottom, "left": box.left}
 
 
 def _tree(root: Path) -> Iterator[tuple[str, Path]]:
