@@ -44,6 +44,13 @@ class Box:
         """Pixels covered by the box."""
         return max(0, self.bottom - self.top) * max(0, self.right - self.left)
 
+    def overlap(self, other: "Box") -> float:
+        """Intersection over union with another box: 1 for the same box, 0 for disjoint ones."""
+        height = max(0, min(self.bottom, other.bottom) - max(self.top, other.top))
+        width = max(0, min(self.right, other.right) - max(self.left, other.left))
+        union = self.area + other.area - height * width
+        return height * width / union if union else 0.0
+
     def as_css(self) -> tuple[int, int, int, int]:
         """The tuple face_recognition takes as a face location."""
         return (self.top, self.right, self.bottom, self.left)

@@ -10,6 +10,7 @@ connection (another worker, the CLI) has committed. Deleting a person overwrites
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -18,8 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
-
-import logging
 
 import numpy as np
 

@@ -3,8 +3,8 @@
 For each detection size (the longest side HOG sees), prints how many faces it finds across the
 photos, how many of the faces found at full size it finds too (box overlap over 50%), and the
 median time per photo, with the ratio to detecting on the full-size image (the face_recognition
-tutorial's way) measured in the same run. Then the median time to encode one
-face, and whether dlib uses BLAS.
+tutorial's way) measured in the same run. Then the median time to encode one face, and
+whether dlib uses BLAS.
 
     .venv/bin/python scripts/bench_pipeline.py [--faces ../shared/faces] [--repeat 3]
 """
@@ -31,13 +31,6 @@ def median_time(function, repeat):
     return statistics.median(times), result
 
 
-def iou(a, b):
-    """Overlap of two boxes: intersection over union."""
-    height = max(0, min(a.bottom, b.bottom) - max(a.top, b.top))
-    width = max(0, min(a.right, b.right) - max(a.left, b.left))
-    return height * width / (a.area + b.area - height * width)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=Path,
@@ -60,7 +53,7 @@ def main():
                 lambda: faces.detect(pixels, upsample=args.upsample, max_side=side), args.repeat)
             reference.setdefault(index, boxes)
             found += len(boxes)
-            kept += sum(any(iou(a, b) > 0.5 for b in boxes) for a in reference[index])
+            kept += sum(any(a.overlap(b) > 0.5 for b in boxes) for a in reference[index])
             per_photo.append(seconds)
         rows[size] = (found, kept, statistics.median(per_photo))
     baseline = rows[None][2]

@@ -10,13 +10,6 @@ def load(relative):
     return images.decode(face(relative).read_bytes(), 40_000_000)
 
 
-def iou(a, b):
-    top, bottom = max(a.top, b.top), min(a.bottom, b.bottom)
-    left, right = max(a.left, b.left), min(a.right, b.right)
-    inter = max(0, bottom - top) * max(0, right - left)
-    return inter / (a.area + b.area - inter)
-
-
 def test_dlib_is_built_with_blas():
     assert faces.blas_enabled(), "dlib was built without BLAS: see scripts/setup"
 
@@ -25,7 +18,7 @@ def test_boxes_from_a_downscaled_copy_are_in_original_pixels():
     pixels = load("people/obama/obama.jpg")  # 910 x 1137
     (full,) = faces.detect(pixels, max_side=2000)
     (small,) = faces.detect(pixels, max_side=400)
-    assert iou(full, small) > 0.7
+    assert full.overlap(small) > 0.7
     assert small.bottom > 400 or small.right > 400  # not left in the small copy's coordinates
 
 
@@ -46,6 +39,13 @@ def test_encodings_are_128_floats_and_separate_people():
                          faces.detect(load("people/obama/obama2.jpg"))[:1])
     assert a.shape == (128,) and a.dtype == np.float64
     assert np.linalg.norm(a - a2) < 0.6 < np.linalg.norm(a - b)
+
+
+def test_box_overlap():
+    box = faces.Box(top=0, right=10, bottom=10, left=0)
+    assert box.overlap(box) == 1.0
+    assert box.overlap(faces.Box(top=0, right=20, bottom=10, left=10)) == 0.0
+    assert box.overlap(faces.Box(top=0, right=15, bottom=10, left=5)) == 50 / 150
 
 
 def test_no_face_means_no_boxes_and_no_encodings():
