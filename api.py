@@ -30,7 +30,7 @@ _STATUS = {
     errors.FetchFailed: falcon.HTTP_400,
     errors.ImageTooLarge: falcon.HTTP_413,
     errors.UnsupportedImage: falcon.HTTP_415,
-    errors.FaceCountError: falcon.HTTP_422,
+    errors.UnusableFace: falcon.HTTP_422,
     errors.UnknownPerson: falcon.HTTP_404,
 }
 
@@ -150,10 +150,11 @@ def enroll(
     image_url: hug.types.text = None,
     image=None,
     largest_face: hug.types.smart_boolean = False,
+    force: hug.types.smart_boolean = False,
 ):
     """Add the one face in an image (image_url, or an upload) to a person."""
     picture = faces.picture_from_request(image_url, image)
-    return dataclasses.asdict(faces.enroll(name, picture, largest_face))
+    return dataclasses.asdict(faces.enroll(name, picture, largest_face, force))
 
 
 @cli
@@ -188,9 +189,11 @@ def not_found():
 
 @cli.name("enroll")
 def enroll_file(name: person_name, path: hug.types.text, faces: face_service,
-                largest_face: hug.types.smart_boolean = False):
+                largest_face: hug.types.smart_boolean = False,
+                force: hug.types.smart_boolean = False):
     """Add the face in a local image file to a person."""
-    return dataclasses.asdict(faces.enroll(name, faces.picture_from_path(path), largest_face))
+    picture = faces.picture_from_path(path)
+    return dataclasses.asdict(faces.enroll(name, picture, largest_face, force))
 
 
 @cli.name("recognize")
@@ -202,12 +205,12 @@ def recognize_file(path: hug.types.text, faces: face_service, tolerance: toleran
 
 
 @cli.name("build")
-def build(faces: face_service, *directory):
+def build(faces: face_service, force: hug.types.smart_boolean = False, *directory):
     """Enrol every photo of a folder-per-person tree (DIR, known_faces/ by default)."""
     if len(directory) > 1:
         raise errors.InvalidParameter("directory", "give at most one directory")
     bar = functools.partial(tqdm, desc="build", unit="file", file=sys.stderr)
-    report = faces.build(*directory, progress=bar)
+    report = faces.build(*directory, force=force, progress=bar)
     return {"files": report.files, "summary": report.summary(),
             "people": faces.health()["people"]}
 

@@ -7,13 +7,13 @@ import logging
 
 from .config import ConfigError, Settings
 from .errors import (
-    FaceCountError,
     FetchFailed,
     ImageTooLarge,
     InvalidParameter,
     RecognizerError,
     UnknownPerson,
     UnsupportedImage,
+    UnusableFace,
     UrlNotAllowed,
 )
 from .matching import Gallery, best_match
@@ -23,8 +23,8 @@ from .store import Store
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "BuildReport", "ConfigError", "Enrolment", "FaceCountError", "FaceService", "FetchFailed",
-    "Gallery", "ImageTooLarge", "InvalidParameter", "Picture", "Recognition", "RecognizerError",
-    "Settings", "Store", "UnknownPerson", "UnsupportedImage", "UrlNotAllowed", "best_match",
+    "BuildReport", "ConfigError", "Enrolment", "FaceService", "FetchFailed", "Gallery",
+    "ImageTooLarge", "InvalidParameter", "Picture", "Recognition", "RecognizerError", "Settings",
+    "Store", "UnknownPerson", "UnsupportedImage", "UnusableFace", "UrlNotAllowed", "best_match",
     "check_name",
 ]

@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping
 
+from .quality import QualityLimits
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("hog", "cnn")
 
@@ -36,7 +38,15 @@ class Settings:
 
     store: str = str(ROOT / "facerec.sqlite3")
     known_faces_dir: Path = ROOT / "known_faces"
-    tolerance: float = 0.6
+    tolerance: float = 0.5
+    ratio: float = 0.82
+    jitters: int = 5
+    enroll_jitters: int = 10
+    min_face_size: int = QualityLimits.min_face_size
+    min_sharpness: float = QualityLimits.min_sharpness
+    max_yaw: float = QualityLimits.max_yaw
+    max_pitch: float = QualityLimits.max_pitch
+    max_roll: float = QualityLimits.max_roll
     model: str = "hog"
     upsample: int = 1
     detect_max_side: int = 1024
@@ -48,6 +58,14 @@ class Settings:
     def __post_init__(self) -> None:
         checks: dict[str, tuple[bool, str]] = {
             "tolerance": (0 < self.tolerance <= 1, "must be > 0 and <= 1"),
+            "ratio": (0 < self.ratio <= 1, "must be > 0 and <= 1"),
+            "jitters": (1 <= self.jitters <= 100, "must be 1 to 100"),
+            "enroll_jitters": (1 <= self.enroll_jitters <= 100, "must be 1 to 100"),
+            "min_face_size": (self.min_face_size >= 0, "must be 0 or more pixels"),
+            "min_sharpness": (self.min_sharpness >= 0, "must be 0 or more"),
+            "max_yaw": (0 <= self.max_yaw <= 180, "must be 0 to 180 degrees"),
+            "max_pitch": (0 <= self.max_pitch <= 180, "must be 0 to 180 degrees"),
+            "max_roll": (0 <= self.max_roll <= 180, "must be 0 to 180 degrees"),
             "upsample": (0 <= self.upsample <= 2, "must be 0, 1 or 2"),
             "detect_max_side": (self.detect_max_side >= 160, "must be at least 160"),
             "max_image_bytes": (self.max_image_bytes > 0, "must be positive"),
@@ -59,6 +77,12 @@ class Settings:
                 raise ConfigError(f"FACEREC_{name.upper()} {message}")
         _model(self.model)
 
+    @property
+    def quality_limits(self) -> QualityLimits:
+        """The enrolment quality gate's limits."""
+        return QualityLimits(self.min_face_size, self.min_sharpness, self.max_yaw,
+                             self.max_pitch, self.max_roll)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         """Build settings from FACEREC_* variables; unset ones keep their defaults.
@@ -66,7 +90,9 @@ class Settings:
         :raises ConfigError: a variable is set to something unusable
         """
         parsers: dict[str, Callable[[str], object]] = {
-            "store": str, "known_faces_dir": Path, "tolerance": float, "model": _model,
+            "store": str, "known_faces_dir": Path, "tolerance": float, "ratio": float,
+            "jitters": int, "enroll_jitters": int, "min_face_size": int, "min_sharpness": float,
+            "max_yaw": float, "max_pitch": float, "max_roll": float, "model": _model,
             "upsample": int, "detect_max_side": int, "max_image_bytes": int,
             "max_image_pixels": int, "fetch_timeout": float, "allow_private_networks": _flag,
         }

@@ -52,8 +52,9 @@ class UnsupportedImage(RecognizerError):
         super().__init__(field, message)
 
 
-class FaceCountError(RecognizerError):
-    """Enrolment needs exactly one face: ``no_face`` or ``multiple_faces``."""
+class UnusableFace(RecognizerError):
+    """The image cannot be enrolled: ``no_face``, ``multiple_faces``, or a face that fails the
+    quality gate: ``small_face``, ``blurry``, ``extreme_pose``."""
 
     def __init__(self, message: str) -> None:
         super().__init__("image", message)

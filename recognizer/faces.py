@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import dlib
 import numpy as np
-from PIL import ImageFile
+from PIL import Image, ImageFile
 
 with warnings.catch_warnings():  # face_recognition_models still imports pkg_resources
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -54,6 +54,22 @@ class Box:
     def as_css(self) -> tuple[int, int, int, int]:
         """The tuple face_recognition takes as a face location."""
         return (self.top, self.right, self.bottom, self.left)
+
+
+@dataclass(frozen=True)
+class FaceQuality:
+    """What the enrolment quality gate looks at in one face (see measure and quality.py).
+
+    Angles are in degrees, 0 for a face that looks straight at the camera. yaw > 0: the nose
+    points to the image's right (the subject's left); pitch > 0: the face looks up; roll > 0:
+    the face is turned clockwise in the image (the top of the head leans to the image's right).
+    """
+
+    width: int  # box width in original image pixels
+    sharpness: float  # variance of the Laplacian, on the face at most 64 pixels across
+    yaw: float
+    pitch: float
+    roll: float
 
 
 def blas_enabled() -> bool:
@@ -102,3 +118,87 @@ def _to_original(location: tuple[int, int, int, int], scale: float, width: int,
     top, right, bottom, left = (round(value / scale) for value in location)
     return Box(top=max(0, top), right=min(width, right), bottom=min(height, bottom),
                left=max(0, left))
+
+
+# The sharpness of a face is measured on its crop shrunk to at most this many pixels across.
+_SHARPNESS_SIDE = 64
+# The usual generic 3-D face for head pose (nose tip at the origin, arbitrary units), in the
+# camera's axes: x to the image's right, y down, z away from the camera. Rows: nose tip, chin,
+# outer corner of the image-left eye, of the image-right eye, image-left and right mouth corner.
+_FACE_MODEL = np.array([(0.0, 0.0, 0.0), (0.0, 330.0, 65.0), (-225.0, -170.0, 135.0),
+                        (225.0, -170.0, 135.0), (-150.0, 150.0, 125.0), (150.0, 150.0, 125.0)])
+# The same six points among face_recognition's named 68-point landmarks.
+_FACE_MODEL_LANDMARKS = (("nose_bridge", 3), ("chin", 8), ("left_eye", 0), ("right_eye", 3),
+                         ("top_lip", 0), ("top_lip", 6))
+
+
+def measure(image: np.ndarray, box: Box) -> FaceQuality:
+    """Measure the size, sharpness and head pose of one face, for the enrolment quality gate.
+
+    Sharpness is the variance of the Laplacian of the grey face crop, shrunk (never enlarged)
+    to at most 64 pixels across: see _sharpness. The pose comes from dlib's 68 landmarks fitted
+    to a generic 3-D face (cv2.solvePnP); angles are NaN if the fit fails.
+
+    :param image: the (height, width, 3) uint8 RGB image, at full resolution
+    :param box: the face, in that image's pixels (as detect returns it)
+    """
+    with _dlib_lock:
+        landmarks = face_recognition.face_landmarks(image, [box.as_css()], model="large")
+    points = np.array([landmarks[0][part][index] for part, index in _FACE_MODEL_LANDMARKS],
+                      dtype=np.float64)
+    yaw, pitch, roll = _head_pose(points, box, focal=float(image.shape[1]))
+    return FaceQuality(width=box.right - box.left, sharpness=_sharpness(image, box), yaw=yaw,
+                       pitch=pitch, roll=roll)
+
+
+def _sharpness(image: np.ndarray, box: Box) -> float:
+    """Variance of the Laplacian of the grey face, shrunk to _SHARPNESS_SIDE pixels across.
+
+    A fixed size makes the measure independent of the face's size in pixels. Shrinking uses
+    Pillow's antialiased Lanczos: cv2's INTER_AREA blends neighbouring pixels when it shrinks by
+    a little, so a face 66 pixels across read half as sharp as the same face 64 pixels across.
+    Smaller faces are measured as they are: enlarging interpolates, which smooths, and would
+    report a small sharp face as blurry (it is refused as too small, the real reason, anyway).
+    """
+    top, bottom = max(0, box.top), min(image.shape[0], box.bottom)
+    left, right = max(0, box.left), min(image.shape[1], box.right)
+    if bottom - top < 3 or right - left < 3:
+        return 0.0
+    grey = cv2.cvtColor(np.ascontiguousarray(image[top:bottom, left:right]), cv2.COLOR_RGB2GRAY)
+    scale = _SHARPNESS_SIDE / max(grey.shape)
+    if scale < 1.0:
+        size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+        grey = np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.LANCZOS))
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def _head_pose(points: np.ndarray, box: Box, focal: float) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) of six landmarks fitted to _FACE_MODEL, in degrees (NaN on failure).
+
+    The camera has the image width as focal length and its principal point at the face's centre,
+    so the pose is relative to the line of sight: a frontal face off-centre in a wide photo
+    still reads as frontal. The fit starts from a frontal face at the distance its eye span
+    implies, which keeps solvePnP out of the mirrored (upside-down, behind the camera) solution.
+    """
+    centre = ((box.left + box.right) / 2, (box.top + box.bottom) / 2)
+    camera = np.array([[focal, 0.0, centre[0]], [0.0, focal, centre[1]], [0.0, 0.0, 1.0]])
+    eye_span = max(1.0, float(np.linalg.norm(points[3] - points[2])))
+    model_span = float(_FACE_MODEL[3, 0] - _FACE_MODEL[2, 0])
+    translation = np.array([[0.0], [0.0], [focal * model_span / eye_span]])
+    found, rotation, _ = cv2.solvePnP(_FACE_MODEL, points, camera, None, np.zeros((3, 1)),
+                                      translation, useExtrinsicGuess=True,
+                                      flags=cv2.SOLVEPNP_ITERATIVE)
+    if not found:
+        return float("nan"), float("nan"), float("nan")
+    return _angles(cv2.Rodrigues(rotation)[0])
+
+
+def _angles(matrix: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of a model-to-camera rotation, signed as in FaceQuality.
+
+    The matrix is decomposed as Rz(roll) @ Ry(-yaw) @ Rx(-pitch) in the camera's axes (y down).
+    """
+    yaw = np.arctan2(matrix[2, 0], np.hypot(matrix[2, 1], matrix[2, 2]))
+    pitch = -np.arctan2(matrix[2, 1], matrix[2, 2])
+    roll = np.arctan2(matrix[1, 0], matrix[0, 0])
+    return float(np.degrees(yaw)), float(np.degrees(pitch)), float(np.degrees(roll))

@@ -1,17 +1,37 @@
-"""Decide who a face is: the nearest enrolled person, then the tolerance. Pure numpy, no dlib.
+"""Decide who a face is, or that it is nobody enrolled. Pure numpy, no dlib.
 
-A person's distance is the minimum over that person's encodings. The name given is the
-nearest person's, and only when that distance is within the tolerance: never the first of
-several people who happen to be within it.
+The rule, measured on an open-set protocol (``scripts/eval_openset.py``):
+
+1. **A person is the mean of their faces.** Each enrolled person is represented by the
+   centroid of their encodings, which averages out the pose, light and expression of single
+   photos. With two photos per person it names more people than the nearest single photo.
+2. **The nearest person must be near:** their distance is at most ``tolerance``. This is the
+   ceiling on how unlike the enrolled faces a probe may be and still be named.
+3. **And clearly nearer than anybody else:** their distance is at most ``ratio`` times the
+   second-nearest person's (Lowe's ratio test). A stranger tends to sit about as far from
+   several enrolled people, and is refused; a genuine probe is much nearer its own person. The
+   second distance is capped at :data:`IMPOSTOR_DISTANCE`, the typical distance between two
+   different people, so that a gallery of one or two people behaves like a large one.
+
+``confidence`` is the estimated probability that a name is right, from a logistic model of the
+nearest distance and the ratio, fitted by ``scripts/eval_openset.py --fit`` on lfw_dev.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 ENCODING_SIZE = 128
+# The median distance between encodings of two different people on lfw_dev (106,464 pairs).
+IMPOSTOR_DISTANCE = 0.81
+# 99% of pairs of photos of the same person on lfw_dev (489 pairs) are closer than this: a new
+# face further than this from a person's centroid is likely to carry the wrong name.
+SAME_PERSON_LIMIT = 0.6
+# log-odds(name is right) = A + B * distance + C * ratio, fitted by scripts/eval_openset.py --fit
+CONFIDENCE_MODEL = (29.25, -17.77, -23.44)
 
 
 @dataclass(frozen=True)
@@ -34,15 +54,11 @@ class Match:
 
 @dataclass(frozen=True)
 class Gallery:
-    """All enrolled encodings in memory, grouped by person for a vectorised per-person minimum.
-
-    Rows of ``encodings`` are ordered by person; person ``i`` owns rows
-    ``starts[i]:starts[i + 1]``.
-    """
+    """Every enrolled person as the centroid of their encodings, in name order."""
 
     names: tuple[str, ...]
-    starts: np.ndarray
-    encodings: np.ndarray
+    counts: np.ndarray
+    centroids: np.ndarray
     sq_norms: np.ndarray
 
     @classmethod
@@ -51,12 +67,11 @@ class Gallery:
         names = tuple(name for name, rows in sorted(by_person.items()) if len(rows))
         if not names:
             return cls.empty()
-        counts = [len(by_person[name]) for name in names]
-        encodings = np.ascontiguousarray(
-            np.vstack([np.asarray(by_person[name], dtype=np.float64) for name in names])
+        centroids = np.ascontiguousarray(
+            [np.asarray(by_person[name], dtype=np.float64).mean(axis=0) for name in names]
         )
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
-        return cls(names, starts, encodings, np.einsum("ij,ij->i", encodings, encodings))
+        counts = np.array([len(by_person[name]) for name in names], dtype=np.intp)
+        return cls(names, counts, centroids, np.einsum("ij,ij->i", centroids, centroids))
 
     @classmethod
     def empty(cls) -> "Gallery":
@@ -64,43 +79,63 @@ class Gallery:
         return cls((), np.zeros(0, np.intp), np.zeros((0, ENCODING_SIZE)), np.zeros(0))
 
     def __len__(self) -> int:
-        return len(self.encodings)
+        return len(self.names)
+
+    @property
+    def faces(self) -> int:
+        """How many encodings the centroids were made from."""
+        return int(self.counts.sum())
 
     def person_distances(self, encoding: np.ndarray) -> np.ndarray:
-        """Euclidean distance from encoding to each person (their nearest encoding)."""
-        squared = self.sq_norms - 2.0 * (self.encodings @ encoding) + float(encoding @ encoding)
-        distances = np.sqrt(np.maximum(squared, 0.0))
-        return np.minimum.reduceat(distances, self.starts)
+        """Euclidean distance from encoding to each person's centroid."""
+        squared = self.sq_norms - 2.0 * (self.centroids @ encoding) + float(encoding @ encoding)
+        return np.sqrt(np.maximum(squared, 0.0))
+
+    def distance_to(self, name: str, encoding: np.ndarray) -> float | None:
+        """Distance from encoding to one person's centroid; None if they are not enrolled."""
+        if name not in self.names:
+            return None
+        return float(np.linalg.norm(self.centroids[self.names.index(name)] - encoding))
 
 
-def best_match(encoding: np.ndarray, gallery: Gallery, tolerance: float, top_k: int = 3) -> Match:
+def best_match(encoding: np.ndarray, gallery: Gallery, tolerance: float, ratio: float,
+               top_k: int = 3) -> Match:
     """Decide who the face with this encoding is.
 
-    :param tolerance: largest distance at which the nearest person is named (0.6 is typical;
-        lower is stricter)
+    :param tolerance: largest distance at which the nearest person is named (lower is stricter)
+    :param ratio: largest fraction of the second-nearest person's distance that the nearest
+        person's may be (lower is stricter; 1 turns the test off)
     :param top_k: how many nearest people to list as candidates
-    :return: Match with the nearest person's name when within tolerance, else name None
+    :return: Match naming the nearest person when both tests pass, else name None
     """
     if not len(gallery):
         return Match(name=None, distance=None, confidence=None, candidates=[])
     distances = gallery.person_distances(encoding)
-    order = np.argsort(distances, kind="stable")[:top_k]
-    candidates = [Candidate(gallery.names[i], round(float(distances[i]), 4)) for i in order]
-    nearest = candidates[0]
-    if nearest.distance > tolerance:
+    order = np.argsort(distances, kind="stable")
+    candidates = [Candidate(gallery.names[i], round(float(distances[i]), 4))
+                  for i in order[:top_k]]
+    nearest = float(distances[order[0]])
+    relative = ratio_to_second(nearest, float(distances[order[1]]) if len(order) > 1 else None)
+    if nearest > tolerance or relative > ratio:
         return Match(name=None, distance=None, confidence=None, candidates=candidates)
-    return Match(name=nearest.name, distance=nearest.distance,
-                 confidence=confidence(nearest.distance, tolerance), candidates=candidates)
+    return Match(name=candidates[0].name, distance=candidates[0].distance,
+                 confidence=confidence(nearest, relative), candidates=candidates)
 
 
-def confidence(distance: float, tolerance: float) -> float:
-    """A 0..1 score that falls as the distance grows, 0.5 at the tolerance itself.
+def ratio_to_second(nearest: float, second: float | None) -> float:
+    """The nearest person's distance over the second-nearest's, the second capped at
+    IMPOSTOR_DISTANCE (and taken as that when there is nobody else)."""
+    cap = IMPOSTOR_DISTANCE if second is None else min(second, IMPOSTOR_DISTANCE)
+    return nearest / max(cap, 1e-9)
 
-    This is the mapping from face_recognition's wiki ("Calculating Accuracy as a Percentage"):
-    linear in the distance, then pushed towards 1 well inside the tolerance.
+
+def confidence(distance: float, relative: float) -> float:
+    """The estimated probability that naming the nearest person is right.
+
+    :param distance: distance to the nearest person
+    :param relative: that distance over the second-nearest person's (capped as in best_match)
+    :return: a probability in 0..1, rounded to 4 places; it falls as either argument grows
     """
-    if distance > tolerance:
-        span = 1.0 - tolerance
-        return round(max(0.0, (1.0 - distance) / (span * 2.0)), 4)
-    linear = 1.0 - distance / (tolerance * 2.0)
-    return round(linear + (1.0 - linear) * ((linear - 0.5) * 2.0) ** 0.2, 4)
+    intercept, per_distance, per_ratio = CONFIDENCE_MODEL
+    log_odds = intercept + per_distance * distance + per_ratio * relative
+    return round(1.0 / (1.0 + math.exp(-log_odds)), 4)

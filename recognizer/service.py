@@ -16,10 +16,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import fetch, images
+from . import fetch, images, quality
 from .config import Settings
-from .errors import FaceCountError, ImageTooLarge, InvalidParameter, RecognizerError
-from .matching import Candidate, best_match
+from .errors import ImageTooLarge, InvalidParameter, RecognizerError, UnusableFace
+from .matching import SAME_PERSON_LIMIT, Candidate, best_match
 from .store import Person, Store
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,12 @@ class Recognition:
 
 @dataclass(frozen=True)
 class Enrolment:
-    """The face just added and the person's face count now."""
+    """The face just added, the person's face count now, and any sign of a wrong label."""
 
     name: str
     face_id: int
     faces: int
+    warnings: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -76,9 +77,10 @@ class BuildReport:
 
     files: list[dict] = field(default_factory=list)
 
-    def add(self, path: str, person: str, outcome: str) -> None:
-        """Note one file's outcome."""
-        self.files.append({"file": path, "person": person, "outcome": outcome})
+    def add(self, path: str, person: str, outcome: str, warnings: list[dict]) -> None:
+        """Note one file's outcome, and any sign that it is in the wrong person's folder."""
+        entry = {"file": path, "person": person, "outcome": outcome}
+        self.files.append(entry | ({"warnings": warnings} if warnings else {}))
 
     def summary(self) -> dict[str, int]:
         """How many files had each outcome."""
@@ -162,35 +164,65 @@ class FaceService:
 
     def recognize(self, picture: Picture, tolerance: float | None = None, top_k: int = 3,
                   model: str | None = None, upsample: int | None = None) -> Recognition:
-        """Find every face and decide who each one is (the nearest person within tolerance)."""
+        """Find every face and decide who each one is (see ``matching`` for the rule)."""
         from . import faces
 
         tolerance = self.settings.tolerance if tolerance is None else tolerance
         boxes = self._detect(picture, model, upsample)
         gallery = self.store.gallery()
         found = []
-        for box, encoding in zip(boxes, faces.encode(picture.pixels, boxes)):
-            match = best_match(encoding, gallery, tolerance, top_k)
+        encodings = faces.encode(picture.pixels, boxes, self.settings.jitters)
+        for box, encoding in zip(boxes, encodings):
+            match = best_match(encoding, gallery, tolerance, self.settings.ratio, top_k)
             found.append(Face(box=asdict(box), name=match.name, distance=match.distance,
                               confidence=match.confidence, candidates=match.candidates))
         width, height = picture.size
         return Recognition(faces=found, width=width, height=height)
 
-    def enroll(self, name: str, picture: Picture, largest_face: bool = False) -> Enrolment:
+    def enroll(self, name: str, picture: Picture, largest_face: bool = False,
+               force: bool = False) -> Enrolment:
         """Add the one face in the picture to a person (created if new).
 
         :param largest_face: with several faces, take the largest instead of refusing
-        :raises FaceCountError: ``no_face``, or ``multiple_faces`` unless largest_face
+        :param force: enrol a face that fails the quality gate
+        :raises UnusableFace: ``no_face``, ``multiple_faces`` unless largest_face, or a quality
+            reason (``small_face``, ``blurry``, ``extreme_pose``) unless force
         """
+        name = check_name(name)
+        encoding = self._enrolment_encoding(picture, largest_face, force)
+        warnings = self._label_warnings(name, encoding)
+        face_id, count = self.store.add_face(name, encoding, picture.source)
+        log.info("enrolled a face (id %d)%s", face_id, " with warnings" if warnings else "")
+        return Enrolment(name=name, face_id=face_id, faces=count, warnings=warnings)
+
+    def _enrolment_encoding(self, picture: Picture, largest_face: bool,
+                            force: bool) -> np.ndarray:
+        """The encoding of the picture's one usable face, computed with enrolment's jitters."""
         from . import faces
 
-        name = check_name(name)
         boxes = self._detect(picture)
         _check_face_count(len(boxes), largest_face)
-        (encoding,) = faces.encode(picture.pixels, boxes[:1])
-        face_id, count = self.store.add_face(name, encoding, picture.source)
-        log.info("enrolled a face (id %d)", face_id)
-        return Enrolment(name=name, face_id=face_id, faces=count)
+        if not force:
+            found = quality.problems(faces.measure(picture.pixels, boxes[0]),
+                                     self.settings.quality_limits)
+            if found:
+                raise UnusableFace(found[0])
+        (encoding,) = faces.encode(picture.pixels, boxes[:1], self.settings.enroll_jitters)
+        return encoding
+
+    def _label_warnings(self, name: str, encoding: np.ndarray) -> list[dict]:
+        """Signs that a new face may carry the wrong name: it is unlike the person's other faces,
+        or it would be recognised as somebody else."""
+        gallery = self.store.gallery()
+        warnings: list[dict] = []
+        own = gallery.distance_to(name, encoding)
+        if own is not None and own > SAME_PERSON_LIMIT:
+            warnings.append({"code": "unlike_existing_faces", "distance": round(own, 4)})
+        match = best_match(encoding, gallery, self.settings.tolerance, self.settings.ratio)
+        if match.name not in (None, name):
+            warnings.append({"code": "resembles_another_person", "person": match.name,
+                             "distance": match.distance})
+        return warnings
 
     def _detect(self, picture: Picture, model: str | None = None,
                 upsample: int | None = None) -> list:
@@ -222,11 +254,12 @@ class FaceService:
 
     # -- build --------------------------------------------------------------------------------
 
-    def build(self, directory: str | Path | None = None,
+    def build(self, directory: str | Path | None = None, force: bool = False,
               progress: Callable[[Iterable], Iterable] = iter) -> BuildReport:
         """Enrol every image of a folder-per-person tree; files already built are skipped.
 
         :param directory: the tree's root, ``known_faces/`` by default
+        :param force: enrol faces that fail the quality gate (and retry files it refused)
         :param progress: wraps the list of files, e.g. a tqdm progress bar
         """
         root = Path(directory or self.settings.known_faces_dir).resolve()
@@ -235,44 +268,43 @@ class FaceService:
         report = BuildReport()
         for person, path in progress(list(_tree(root))):
             relative = path.relative_to(root).as_posix()
-            report.add(relative, person, self._build_file(root, person, path, relative))
+            outcome, warnings = self._build_file(root, person, path, relative, force)
+            report.add(relative, person, outcome, warnings)
         return report
 
-    def _build_file(self, root: Path, person: str, path: Path, relative: str) -> str:
-        from . import faces
-
+    def _build_file(self, root: Path, person: str, path: Path, relative: str,
+                    force: bool) -> tuple[str, list[dict]]:
         try:
             person = check_name(person)
         except InvalidParameter:
-            return "invalid_name"
+            return "invalid_name", []
         if path.is_symlink() and not path.resolve().is_relative_to(root):
-            return "outside_tree"
+            return "outside_tree", []
         try:
             data = images.read_file(path, self.settings.max_image_bytes)
         except RecognizerError:
-            return "unreadable"
+            return "unreadable", []
         digest = _sha256(data)
-        if self.store.file_is_current(relative, digest):
-            return "unchanged"
-        outcome, encoding = "enrolled", None
+        if self.store.file_is_current(relative, digest, retry=quality.REASONS if force else ()):
+            return "unchanged", []
+        outcome, encoding, warnings = "enrolled", None, []
         try:
             picture = Picture(self._decode(data), f"file:{relative}")
-            boxes = self._detect(picture)
-            _check_face_count(len(boxes), largest_face=False)
-            (encoding,) = faces.encode(picture.pixels, boxes)
-        except FaceCountError as error:
+            encoding = self._enrolment_encoding(picture, largest_face=False, force=force)
+            warnings = self._label_warnings(person, encoding)
+        except UnusableFace as error:
             outcome = error.message
         except RecognizerError:
             outcome = "unreadable"
         self.store.record_file(relative, digest, person, outcome, encoding)
-        return outcome
+        return outcome, warnings
 
 
 def _check_face_count(count: int, largest_face: bool) -> None:
     if count == 0:
-        raise FaceCountError("no_face")
+        raise UnusableFace("no_face")
     if count > 1 and not largest_face:
-        raise FaceCountError("multiple_faces")
+        raise UnusableFace("multiple_faces")
 
 
 def _tree(root: Path) -> Iterator[tuple[str, Path]]:

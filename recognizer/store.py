@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -163,14 +163,19 @@ class Store:
             self._drop_empty_people(db)
             return face_id
 
-    def file_is_current(self, path: str, sha256: str) -> bool:
-        """Whether build already processed these exact bytes at this path (and kept the result)."""
+    def file_is_current(self, path: str, sha256: str, retry: Iterable[str] = ()) -> bool:
+        """Whether build already processed these exact bytes at this path (and kept the result).
+
+        :param retry: outcomes that do not count as current (build tries those files again)
+        """
         with self._lock:
             row = self._db.execute(
                 "SELECT f.outcome, f.face_id IS NOT NULL FROM files f"
                 " WHERE f.path = ? AND f.sha256 = ?", (path, sha256),
             ).fetchone()
-        return bool(row) and (row[0] != "enrolled" or bool(row[1]))
+        if not row or row[0] in retry:
+            return False
+        return row[0] != "enrolled" or bool(row[1])
 
     def forget(self, name: str) -> int:
         """Delete a person, every face of theirs and build's records of their files.

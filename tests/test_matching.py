@@ -1,9 +1,18 @@
-"""The decision rule: nearest person (minimum over their faces), then the tolerance."""
+"""The decision rule's arithmetic: centroids, the tolerance, the ratio test and the confidence.
+
+These use vectors placed at exact distances; tests/test_openset.py runs the rule on real faces.
+"""
 
 import numpy as np
 import pytest
 
-from recognizer.matching import Gallery, best_match, confidence
+from recognizer.matching import (
+    IMPOSTOR_DISTANCE,
+    Gallery,
+    best_match,
+    confidence,
+    ratio_to_second,
+)
 
 rng = np.random.default_rng(7)
 
@@ -14,8 +23,7 @@ def unit(vector):
 
 def near(base, distance):
     """A vector at exactly this distance from base."""
-    step = unit(rng.normal(size=128))
-    return base + distance * step
+    return base + distance * unit(rng.normal(size=128))
 
 
 A, B, C = (rng.normal(size=128) * 0.1 for _ in range(3))
@@ -23,52 +31,82 @@ A, B, C = (rng.normal(size=128) * 0.1 for _ in range(3))
 
 def test_the_nearest_person_wins_not_the_first_within_tolerance():
     gallery = Gallery.from_encodings({"aaron": [near(A, 0.5)], "zoe": [near(A, 0.2)]})
-    match = best_match(A, gallery, tolerance=0.6)
+    match = best_match(A, gallery, tolerance=0.6, ratio=0.82)
     assert match.name == "zoe" and match.distance == pytest.approx(0.2, abs=1e-4)
     assert [c.name for c in match.candidates] == ["zoe", "aaron"]
 
 
-def test_a_persons_distance_is_their_nearest_face():
-    gallery = Gallery.from_encodings({"ann": [near(A, 0.9), near(A, 0.3), near(A, 0.7)],
-                                      "bob": [near(A, 0.4)]})
-    match = best_match(A, gallery, tolerance=0.6)
-    assert match.name == "ann" and match.distance == pytest.approx(0.3, abs=1e-4)
+def test_a_person_is_the_centroid_of_their_faces():
+    faces = [near(A, 0.3), near(A, 0.3), near(A, 0.3)]
+    gallery = Gallery.from_encodings({"ann": faces, "bob": [B]})
+    expected = np.linalg.norm(np.mean(faces, axis=0) - A)
+    assert gallery.person_distances(A)[0] == pytest.approx(expected, abs=1e-9)
+    assert gallery.distance_to("ann", A) == pytest.approx(expected, abs=1e-9)
+    assert gallery.distance_to("nobody", A) is None
+    assert len(gallery) == 2 and gallery.faces == 4
 
 
 def test_nobody_within_tolerance_is_unknown_but_still_ranked():
-    gallery = Gallery.from_encodings({"ann": [near(A, 0.7)], "bob": [near(A, 0.65)]})
-    match = best_match(A, gallery, tolerance=0.6)
+    gallery = Gallery.from_encodings({"ann": [near(A, 0.7)], "bob": [near(A, 0.55)]})
+    match = best_match(A, gallery, tolerance=0.5, ratio=1.0)
     assert match.name is None and match.distance is None and match.confidence is None
     assert [c.name for c in match.candidates] == ["bob", "ann"]
 
 
 def test_the_tolerance_boundary_is_inclusive():
-    gallery = Gallery.from_encodings({"ann": [near(A, 0.5)]})
-    assert best_match(A, gallery, tolerance=0.5).name == "ann"
-    assert best_match(A, gallery, tolerance=0.49).name is None
+    gallery = Gallery.from_encodings({"ann": [near(A, 0.45)]})
+    assert best_match(A, gallery, tolerance=0.45, ratio=0.82).name == "ann"
+    assert best_match(A, gallery, tolerance=0.44, ratio=0.82).name is None
+
+
+def test_a_face_about_as_near_two_people_is_unknown():
+    gallery = Gallery.from_encodings({"ann": [near(A, 0.40)], "bob": [near(A, 0.44)]})
+    ambiguous = best_match(A, gallery, tolerance=0.5, ratio=0.82)
+    assert ambiguous.name is None and [c.name for c in ambiguous.candidates] == ["ann", "bob"]
+    assert best_match(A, gallery, tolerance=0.5, ratio=1.0).name == "ann"  # ratio test off
+    clear = Gallery.from_encodings({"ann": [near(A, 0.40)], "bob": [near(A, 0.70)]})
+    assert best_match(A, clear, tolerance=0.5, ratio=0.82).name == "ann"
+
+
+def test_the_second_distance_is_capped_at_the_typical_stranger_distance():
+    assert ratio_to_second(0.4, None) == pytest.approx(0.4 / IMPOSTOR_DISTANCE)
+    assert ratio_to_second(0.4, 1.5) == pytest.approx(0.4 / IMPOSTOR_DISTANCE)
+    assert ratio_to_second(0.4, 0.5) == pytest.approx(0.8)
+    alone = Gallery.from_encodings({"ann": [near(A, 0.45)]})
+    assert best_match(A, alone, tolerance=0.5, ratio=0.82).name == "ann"
+    assert best_match(A, alone, tolerance=0.5, ratio=0.5).name is None  # 0.45 / 0.81 > 0.5
 
 
 def test_top_k_and_an_empty_gallery():
     gallery = Gallery.from_encodings({name: [near(A, 0.1 * (i + 1))]
                                       for i, name in enumerate("abcdef")})
-    assert [c.name for c in best_match(A, gallery, 0.6, top_k=2).candidates] == ["a", "b"]
-    assert len(best_match(A, gallery, 0.6, top_k=10).candidates) == 6
-    empty = best_match(A, Gallery.empty(), 0.6)
+    assert [c.name for c in best_match(A, gallery, 0.5, 0.82, top_k=2).candidates] == ["a", "b"]
+    assert len(best_match(A, gallery, 0.5, 0.82, top_k=10).candidates) == 6
+    empty = best_match(A, Gallery.empty(), 0.5, 0.82)
     assert empty.name is None and empty.candidates == []
 
 
 def test_distances_equal_numpys_euclidean_norm():
-    faces = {"a": [A, B], "b": [C]}
-    gallery = Gallery.from_encodings(faces)
+    gallery = Gallery.from_encodings({"a": [A, B], "b": [C]})
     probe = near(B, 0.3)
-    expected = [min(np.linalg.norm(f - probe) for f in faces[n]) for n in ("a", "b")]
+    expected = [np.linalg.norm((A + B) / 2 - probe), np.linalg.norm(C - probe)]
     assert gallery.person_distances(probe) == pytest.approx(expected, abs=1e-9)
 
 
-def test_confidence_is_in_0_1_and_falls_as_distance_grows():
-    distances = np.linspace(0, 1, 101)
-    for tolerance in (0.4, 0.5, 0.6):
-        scores = [confidence(d, tolerance) for d in distances]
+def test_confidence_is_a_probability_that_falls_with_distance_and_ratio():
+    grid = np.linspace(0, 1, 51)
+    for relative in (0.3, 0.6, 0.82, 1.0):
+        scores = [confidence(d, relative) for d in grid]
         assert all(0 <= s <= 1 for s in scores)
-        assert all(a >= b for a, b in zip(scores, scores[1:]))
-        assert confidence(tolerance, tolerance) == pytest.approx(0.5)
+        assert all(a >= b for a, b in zip(scores, scores[1:])) and scores[0] > scores[-1]
+    for distance in (0.2, 0.4, 0.5):
+        scores = [confidence(distance, r) for r in grid]
+        assert all(a >= b for a, b in zip(scores, scores[1:])) and scores[0] > scores[-1]
+    assert confidence(0.2, 0.3) > 0.99 and confidence(0.6, 1.0) < 0.5
+
+
+def test_a_match_carries_the_confidence_of_its_distance_and_ratio():
+    gallery = Gallery.from_encodings({"ann": [near(A, 0.35)], "bob": [near(A, 0.6)]})
+    match = best_match(A, gallery, tolerance=0.5, ratio=0.82)
+    distance, second = gallery.person_distances(A)
+    assert match.confidence == confidence(distance, ratio_to_second(distance, second))
