@@ -32,6 +32,8 @@ IMPOSTOR_DISTANCE = 0.81
 SAME_PERSON_LIMIT = 0.6
 # log-odds(name is right) = A + B * distance + C * ratio, fitted by scripts/eval_openset.py --fit
 CONFIDENCE_MODEL = (29.25, -17.77, -23.44)
+# A few thousand probes support no claim finer than one in a thousand either way.
+CONFIDENCE_LIMITS = (0.001, 0.999)
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,10 @@ def confidence(distance: float, relative: float) -> float:
 
     :param distance: distance to the nearest person
     :param relative: that distance over the second-nearest person's (capped as in best_match)
-    :return: a probability in 0..1, rounded to 4 places; it falls as either argument grows
+    :return: a probability within CONFIDENCE_LIMITS, rounded to 4 places; it falls as either
+        argument grows
     """
     intercept, per_distance, per_ratio = CONFIDENCE_MODEL
     log_odds = intercept + per_distance * distance + per_ratio * relative
-    return round(1.0 / (1.0 + math.exp(-log_odds)), 4)
+    low, high = CONFIDENCE_LIMITS
+    return round(min(high, max(low, 1.0 / (1.0 + math.exp(-log_odds)))), 4)

@@ -210,10 +210,15 @@ class FaceService:
         (encoding,) = faces.encode(picture.pixels, boxes[:1], self.settings.enroll_jitters)
         return encoding
 
-    def _label_warnings(self, name: str, encoding: np.ndarray) -> list[dict]:
+    def _label_warnings(self, name: str, encoding: np.ndarray,
+                        replacing: int | None = None) -> list[dict]:
         """Signs that a new face may carry the wrong name: it is unlike the person's other faces,
-        or it would be recognised as somebody else."""
-        gallery = self.store.gallery()
+        or it would be recognised as somebody else.
+
+        :param replacing: the face the new one replaces, left out of the comparison
+        """
+        gallery = (self.store.gallery() if replacing is None
+                   else self.store.gallery_without(replacing))
         warnings: list[dict] = []
         own = gallery.distance_to(name, encoding)
         if own is not None and own > SAME_PERSON_LIMIT:
@@ -291,7 +296,7 @@ class FaceService:
         try:
             picture = Picture(self._decode(data), f"file:{relative}")
             encoding = self._enrolment_encoding(picture, largest_face=False, force=force)
-            warnings = self._label_warnings(person, encoding)
+            warnings = self._label_warnings(person, encoding, self.store.file_face(relative))
         except UnusableFace as error:
             outcome = error.message
         except RecognizerError:

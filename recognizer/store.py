@@ -223,10 +223,22 @@ class Store:
                 self._gallery, self._version = self._load_gallery(), version
             return self._gallery
 
-    def _load_gallery(self) -> Gallery:
+    def gallery_without(self, face_id: int) -> Gallery:
+        """The gallery as it would be without one face (not cached: for checking a replacement)."""
+        with self._lock:
+            return self._load_gallery(without=face_id)
+
+    def file_face(self, path: str) -> int | None:
+        """The face that build enrolled from this path, if it still has one."""
+        with self._lock:
+            row = self._db.execute("SELECT face_id FROM files WHERE path = ?", (path,)).fetchone()
+        return None if row is None else row[0]
+
+    def _load_gallery(self, without: int | None = None) -> Gallery:
         by_person: dict[str, list[np.ndarray]] = {}
         rows = self._db.execute(
             "SELECT f.id, p.name, f.encoding FROM faces f JOIN people p ON p.id = f.person_id"
+            " WHERE f.id IS NOT ?", (without,),
         )
         for face_id, name, blob in rows:
             try:

@@ -31,8 +31,8 @@ from recognizer.matching import Gallery, best_match, ratio_to_second  # noqa: E4
 
 DEFAULT_TREE = Path(os.environ.get("FACEREC_TEST_FACES",
                                    Path(__file__).resolve().parents[2] / "shared" / "faces"))
-TOLERANCES = (0.4, 0.45, 0.5, 0.55, 0.6)
-RATIOS = (0.8, 0.84, 0.88, 1.0)
+TOLERANCES = (0.45, 0.48, 0.5, 0.52, 0.55, 0.6)
+RATIOS = (0.78, 0.82, 0.86, 0.9, 1.0)
 BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0001)
 
 
@@ -47,7 +47,8 @@ def encode_photo(path: Path) -> tuple[np.ndarray | None, np.ndarray | None, list
     if not boxes:
         return None, None, ["no_face"]
     height, width = pixels.shape[:2]
-    box = min(boxes, key=lambda b: (b.left + b.right - width) ** 2 + (b.top + b.bottom - height) ** 2)
+    box = min(boxes, key=lambda b: (b.left + b.right - width) ** 2
+              + (b.top + b.bottom - height) ** 2)
     problems = quality.problems(faces.measure(pixels, box), settings.quality_limits)
     (enrolment,) = faces.encode(pixels, [box], settings.enroll_jitters)
     (probe,) = faces.encode(pixels, [box], settings.jitters)

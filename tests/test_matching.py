@@ -102,7 +102,8 @@ def test_confidence_is_a_probability_that_falls_with_distance_and_ratio():
     for distance in (0.2, 0.4, 0.5):
         scores = [confidence(distance, r) for r in grid]
         assert all(a >= b for a, b in zip(scores, scores[1:])) and scores[0] > scores[-1]
-    assert confidence(0.2, 0.3) > 0.99 and confidence(0.6, 1.0) < 0.5
+    assert confidence(0.2, 0.3) == 0.999 and confidence(0.9, 1.0) == 0.001
+    assert confidence(0.6, 1.0) < 0.5 < confidence(0.45, 0.7)
 
 
 def test_a_match_carries_the_confidence_of_its_distance_and_ratio():

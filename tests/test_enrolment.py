@@ -1,0 +1,221 @@
+"""Enrolment end to end: the quality gate and force, several photos per person, label warnings,
+and build's outcomes on a tree with a blurred and a misfiled photo.
+
+Real photos from ../shared/faces through the real dlib pipeline; the degraded copies (blurred,
+shrunk) are made here with Pillow from the official Obama portrait, whose face is about 250
+pixels across (dlib's box: 247).
+"""
+
+import shutil
+
+import falcon
+import hug
+import pytest
+from PIL import Image, ImageFilter
+
+import api
+from conftest import face, png_bytes, upload
+from recognizer.errors import UnusableFace
+from recognizer.matching import SAME_PERSON_LIMIT
+
+OBAMA = "people/obama/obama.jpg"
+OBAMA_FACE_WIDTH = 250  # pixels across, roughly, in obama.jpg
+TURNED = "lfw_dev/Bill_Frist/Bill_Frist_0002.jpg"  # one face, yaw about -54 degrees
+
+
+def _portrait() -> Image.Image:
+    return Image.open(face(OBAMA)).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def blurred() -> bytes:
+    """obama.jpg under a Gaussian blur of radius 4% of the face's width (10 pixels), as JPEG."""
+    image = _portrait().filter(ImageFilter.GaussianBlur(0.04 * OBAMA_FACE_WIDTH))
+    return png_bytes(image, format="JPEG", quality=95)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> bytes:
+    """obama.jpg shrunk until the face is about 30 pixels across (the image is 109x136)."""
+    image = _portrait()
+    scale = 30 / OBAMA_FACE_WIDTH
+    size = (round(image.width * scale), round(image.height * scale))
+    return png_bytes(image.resize(size, Image.Resampling.LANCZOS))
+
+
+def enroll_upload(name, data, **fields):
+    body, headers = upload("enroll", data, {"name": name} | fields)
+    return hug.test.post(api, "enroll", body=body, headers=headers)
+
+
+def enroll_photo(name, photo):
+    return enroll_upload(name, face(photo).read_bytes())
+
+
+def assert_nothing_stored():
+    assert hug.test.get(api, "people").data == {"people": [], "total": 0}
+    assert hug.test.get(api, "health").data == {"status": "ok", "people": 0, "faces": 0}
+
+
+def refused(response, reason):
+    return (response.status == falcon.HTTP_422
+            and response.data == {"errors": {"image": reason}})
+
+
+# -- the quality gate ------------------------------------------------------------------------
+
+
+def test_a_blurred_photo_is_refused_by_upload_and_by_url_unless_forced(env, serve, blurred):
+    by_upload = enroll_upload("obama", blurred)
+    url = serve(blurred, "/blurred.jpg")
+    by_url = hug.test.get(api, "enroll", name="obama", image_url=url)
+    assert refused(by_upload, "blurry"), by_upload.data
+    assert refused(by_url, "blurry"), by_url.data
+    assert_nothing_stored()
+
+    forced = hug.test.get(api, "enroll", name="obama", image_url=url, force="true")
+    assert forced.status == falcon.HTTP_201, forced.data
+    assert forced.data["faces"] == 1 and forced.data["warnings"] == []
+    assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "faces": 1}],
+                                                "total": 1}
+    assert enroll_upload("obama", blurred, force="true").data["faces"] == 2  # upload + force
+
+
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_a_tiny_face_is_refused_as_small_face_unless_forced(reconfigure, tiny, upsample):
+    reconfigure(upsample=upsample)
+    response = enroll_upload("obama", tiny)
+    assert refused(response, "small_face"), response.data  # found (36 or 31 px across), not no_face
+    assert_nothing_stored()
+    forced = enroll_upload("obama", tiny, force="true")
+    assert forced.status == falcon.HTTP_201 and forced.data["faces"] == 1
+
+
+def test_an_extreme_pose_is_refused_unless_forced(env):
+    data = face(TURNED).read_bytes()
+    found = hug.test.post(api, "recognize", body=data, headers={"content-type": "image/jpeg"})
+    assert len(found.data["faces"]) == 1  # one face, so largest_face plays no part
+    response = enroll_upload("Bill Frist", data)
+    assert refused(response, "extreme_pose"), response.data
+    assert_nothing_stored()
+    forced = enroll_upload("Bill Frist", data, force="true")
+    assert forced.status == falcon.HTTP_201 and forced.data["faces"] == 1
+
+
+def test_cli_enroll_refuses_a_blurred_file_unless_force(env, tmp_path, blurred):
+    path = tmp_path / "blurred.jpg"
+    path.write_bytes(blurred)
+    error = hug.test.cli("enroll", "obama", str(path), module=api)
+    assert isinstance(error, UnusableFace) and error.message == "blurry"
+    assert hug.test.cli("people", module=api)["total"] == 0
+    forced = hug.test.cli("enroll", "obama", str(path), module=api, force=True)  # --force
+    assert forced == {"name": "obama", "face_id": 1, "faces": 1, "warnings": []}
+
+
+# -- several photos per person, and label warnings -------------------------------------------
+
+
+def test_photos_of_one_person_add_up_without_warnings_and_name_a_new_photo(env):
+    first, second, third = (enroll_photo("obama", f"people/obama/{photo}")
+                            for photo in ("obama.jpg", "obama2.jpg", "obama1.jpg"))
+    assert [r.status for r in (first, second, third)] == [falcon.HTTP_201] * 3
+    assert [r.data["faces"] for r in (first, second, third)] == [1, 2, 3]
+    assert [r.data["warnings"] for r in (first, second, third)] == [[], [], []]
+    assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "faces": 3}],
+                                                "total": 1}
+    probe = face("people/obama/obama3.jpg").read_bytes()  # never enrolled
+    response = hug.test.post(api, "recognize", body=probe, headers={"content-type": "image/jpeg"})
+    (only,) = response.data["faces"]
+    assert only["name"] == "obama"
+
+
+def test_a_face_unlike_the_persons_others_is_added_with_a_warning(env):
+    enroll_photo("obama", "people/obama/obama.jpg")
+    enroll_photo("obama", "people/obama/obama2.jpg")
+    response = enroll_photo("obama", "people/biden/biden.jpg")
+    assert response.status == falcon.HTTP_201
+    assert response.data["faces"] == 3  # a warning, not a refusal
+    (warning,) = response.data["warnings"]
+    assert warning["code"] == "unlike_existing_faces"
+    assert warning["distance"] > SAME_PERSON_LIMIT
+
+
+def test_a_new_name_for_an_enrolled_face_warns_that_it_resembles_another_person(env):
+    enroll_photo("obama", "people/obama/obama.jpg")
+    enroll_photo("biden", "people/biden/biden.jpg")
+    response = enroll_photo("joe", "people/biden/biden2.jpg")
+    assert response.status == falcon.HTTP_201 and response.data["faces"] == 1
+    (warning,) = response.data["warnings"]  # joe is new: nothing of his own to be unlike
+    assert warning["code"] == "resembles_another_person" and warning["person"] == "biden"
+    assert 0 < warning["distance"] <= api.get_service().settings.tolerance
+
+
+# -- build -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def misfiled(tmp_path, blurred):
+    """alice/: two photos of Obama and a blurred one; bob/: Biden and (misfiled) Obama."""
+    root = tmp_path / "tree"
+    (root / "alice").mkdir(parents=True)
+    (root / "bob").mkdir()
+    for photo in ("obama.jpg", "obama2.jpg"):
+        shutil.copy(face(f"people/obama/{photo}"), root / "alice")
+    (root / "alice" / "blurred.jpg").write_bytes(blurred)
+    shutil.copy(face("people/biden/biden.jpg"), root / "bob")
+    shutil.copy(face("people/obama/obama3.jpg"), root / "bob")
+    return root
+
+
+def by_file(report):
+    return {entry["file"]: entry for entry in report["files"]}
+
+
+def test_build_refuses_the_blurred_photo_and_flags_the_misfiled_one(env, misfiled):
+    report = hug.test.cli("build", str(misfiled), module=api)
+    files = by_file(report)
+    # in sorted order, so the misfiled Obama comes last, after everyone else is enrolled
+    assert list(files) == ["alice/blurred.jpg", "alice/obama.jpg", "alice/obama2.jpg",
+                           "bob/biden.jpg", "bob/obama3.jpg"]
+    assert {name: entry["outcome"] for name, entry in files.items()} == {
+        "alice/blurred.jpg": "blurry", "alice/obama.jpg": "enrolled",
+        "alice/obama2.jpg": "enrolled", "bob/biden.jpg": "enrolled",
+        "bob/obama3.jpg": "enrolled",
+    }
+    assert report["summary"] == {"blurry": 1, "enrolled": 4}
+    # Only the misfiled photo carries warnings. Coming last, it meets bob (Biden alone), whom it
+    # is unlike, and alice (two Obamas), whom it is recognised as: both warnings.
+    assert [name for name, entry in files.items() if "warnings" in entry] == ["bob/obama3.jpg"]
+    unlike, resembles = files["bob/obama3.jpg"]["warnings"]
+    assert unlike["code"] == "unlike_existing_faces" and unlike["distance"] > SAME_PERSON_LIMIT
+    assert resembles["code"] == "resembles_another_person" and resembles["person"] == "alice"
+    assert hug.test.get(api, "people").data == {
+        "people": [{"name": "alice", "faces": 2}, {"name": "bob", "faces": 2}], "total": 2}
+
+
+def test_a_second_build_is_unchanged_and_force_enrols_only_the_refused_photo(env, misfiled):
+    hug.test.cli("build", str(misfiled), module=api)
+    again = hug.test.cli("build", str(misfiled), module=api)
+    assert again["summary"] == {"unchanged": 5}
+    assert not any("warnings" in entry for entry in again["files"])
+
+    forced = hug.test.cli("build", str(misfiled), module=api, force=True)  # --force
+    outcomes = {name: entry["outcome"] for name, entry in by_file(forced).items()}
+    assert outcomes.pop("alice/blurred.jpg") == "enrolled"
+    assert set(outcomes.values()) == {"unchanged"}
+    assert hug.test.get(api, "health").data == {"status": "ok", "people": 2, "faces": 5}
+    assert hug.test.cli("build", str(misfiled), module=api)["summary"] == {"unchanged": 5}
+
+
+def test_a_replaced_photo_is_compared_with_the_others_not_with_the_face_it_replaces(env, tmp_path):
+    root = tmp_path / "tree"
+    (root / "bob").mkdir(parents=True)
+    shutil.copy(face(OBAMA), root / "bob" / "photo.jpg")  # the wrong photo of bob
+    hug.test.cli("build", str(root), module=api)
+    shutil.copy(face("people/biden/biden.jpg"), root / "bob" / "photo.jpg")  # put right
+    fixed = by_file(hug.test.cli("build", str(root), module=api))["bob/photo.jpg"]
+    assert fixed["outcome"] == "enrolled" and "warnings" not in fixed
+    assert hug.test.get(api, "people").data["people"] == [{"name": "bob", "faces": 1}]
+    shutil.copy(face("people/biden/biden2.jpg"), root / "bob" / "second.jpg")
+    second = by_file(hug.test.cli("build", str(root), module=api))["bob/second.jpg"]
+    assert second["outcome"] == "enrolled" and "warnings" not in second
