@@ -32,6 +32,7 @@ _STATUS = {
     errors.UnsupportedImage: falcon.HTTP_415,
     errors.UnusableFace: falcon.HTTP_422,
     errors.UnknownPerson: falcon.HTTP_404,
+    errors.VideoUnavailable: falcon.HTTP_400,
 }
 
 
@@ -213,6 +214,19 @@ def build(faces: face_service, force: hug.types.smart_boolean = False, *director
     report = faces.build(*directory, force=force, progress=bar)
     return {"files": report.files, "summary": report.summary(),
             "people": faces.health()["people"]}
+
+
+@cli.name("watch")
+def watch(source: hug.types.text, faces: face_service, output: hug.types.text = None,
+          scale: hug.types.float_number = None, every: hug.types.in_range(1, 301) = None,
+          tolerance: tolerance = None):
+    """Recognise faces in a video file, webcam index (0) or stream URL: one JSON line per
+    event (appear, change, leave), then a summary."""
+    from recognizer import video
+
+    for event in video.watch(faces, source, scale, every, tolerance, output):
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
 
 
 def _recognition(result):

@@ -66,3 +66,11 @@ class UnknownPerson(RecognizerError):
     def __init__(self, name: str) -> None:
         super().__init__("name", "unknown_person")
         self.name = name
+
+
+class VideoUnavailable(RecognizerError):
+    """A video source cannot be read: ``no_such_file``, ``not_a_video``, ``camera_unavailable``,
+    ``stream_unavailable``, or an output that cannot be written (``output_unwritable``)."""
+
+    def __init__(self, message: str, field: str = "source") -> None:
+        super().__init__(field, message)

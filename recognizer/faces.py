@@ -25,8 +25,10 @@ with warnings.catch_warnings():  # face_recognition_models still imports pkg_res
 # truncated images (images.decode answers 415 image_truncated), so undo it here.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-# dlib's detector and ResNet keep per-call state; one call at a time per process.
+# dlib's CNN detector, landmark models and ResNet are shared and keep per-call state: one call at
+# a time per process. The HOG detector is cheap to make, so each thread has its own.
 _dlib_lock = threading.Lock()
+_local = threading.local()
 log = logging.getLogger(__name__)
 
 
@@ -89,17 +91,42 @@ def detect(image: np.ndarray, model: str = "hog", upsample: int = 1,
     :param upsample: times to upsample the (downscaled) image; finds smaller faces, costs 4x each
     :return: boxes in the original image's pixels
     """
+    return detect_scaled(image, min(1.0, max_side / max(image.shape[:2])), model, upsample)
+
+
+def detect_scaled(image: np.ndarray, scale: float, model: str = "hog",
+                  upsample: int = 1) -> list[Box]:
+    """Find faces, largest first, detecting on a copy resized by scale (1 = as it is).
+
+    :return: boxes in the original image's pixels
+    """
     height, width = image.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    small = image
-    if scale < 1.0:
+    resized = image
+    if scale != 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    with _dlib_lock:
-        found = face_recognition.face_locations(small, number_of_times_to_upsample=upsample,
-                                                model=model)
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1
+                             else cv2.INTER_LINEAR)
+    found = _locate(resized, model, upsample)
     boxes = [_to_original(location, scale, width, height) for location in found]
     return sorted((box for box in boxes if box.area > 0), key=lambda box: box.area, reverse=True)
+
+
+def _locate(image: np.ndarray, model: str, upsample: int) -> list[tuple[int, int, int, int]]:
+    """Face rectangles as (top, right, bottom, left). HOG runs on this thread's own detector,
+    without the lock (dlib releases the GIL, so threads detect in parallel)."""
+    if model == "cnn":
+        with _dlib_lock:
+            found = [face.rect for face in face_recognition.api.cnn_face_detector(image, upsample)]
+    else:
+        found = list(_hog_detector()(image, upsample))
+    return [(rect.top(), rect.right(), rect.bottom(), rect.left()) for rect in found]
+
+
+def _hog_detector():
+    """dlib's HOG face detector for the calling thread (a detector keeps per-call state)."""
+    if not hasattr(_local, "hog"):
+        _local.hog = dlib.get_frontal_face_detector()
+    return _local.hog
 
 
 def encode(image: np.ndarray, boxes: list[Box], num_jitters: int = 1) -> list[np.ndarray]:

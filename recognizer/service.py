@@ -19,7 +19,7 @@ import numpy as np
 from . import fetch, images, quality
 from .config import Settings
 from .errors import ImageTooLarge, InvalidParameter, RecognizerError, UnusableFace
-from .matching import SAME_PERSON_LIMIT, Candidate, best_match
+from .matching import SAME_PERSON_LIMIT, Candidate, Match, best_match
 from .store import Person, Store
 
 log = logging.getLogger(__name__)
@@ -167,17 +167,21 @@ class FaceService:
         """Find every face and decide who each one is (see ``matching`` for the rule)."""
         from . import faces
 
-        tolerance = self.settings.tolerance if tolerance is None else tolerance
         boxes = self._detect(picture, model, upsample)
-        gallery = self.store.gallery()
         found = []
         encodings = faces.encode(picture.pixels, boxes, self.settings.jitters)
         for box, encoding in zip(boxes, encodings):
-            match = best_match(encoding, gallery, tolerance, self.settings.ratio, top_k)
+            match = self.identify(encoding, tolerance, top_k)
             found.append(Face(box=asdict(box), name=match.name, distance=match.distance,
                               confidence=match.confidence, candidates=match.candidates))
         width, height = picture.size
         return Recognition(faces=found, width=width, height=height)
+
+    def identify(self, encoding: np.ndarray, tolerance: float | None = None,
+                 top_k: int = 3) -> Match:
+        """Decide who one face encoding is, against the store as it is now."""
+        tolerance = self.settings.tolerance if tolerance is None else tolerance
+        return best_match(encoding, self.store.gallery(), tolerance, self.settings.ratio, top_k)
 
     def enroll(self, name: str, picture: Picture, largest_face: bool = False,
                force: bool = False) -> Enrolment:
