@@ -16,6 +16,7 @@ newest frame, so the recogniser never falls behind the camera.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -25,12 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import cv2
-import numpy as np
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages: quiet
 
-from . import faces
-from .errors import VideoUnavailable
-from .service import FaceService
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import faces  # noqa: E402
+from .errors import VideoUnavailable  # noqa: E402
+from .service import FaceService  # noqa: E402
 
 log = logging.getLogger(__name__)
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no V4L/FFmpeg chatter

@@ -1,0 +1,184 @@
+"""Video: watch the Hamilton clip with Lin-Manuel Miranda and Alex Lacamoire enrolled.
+
+The clip (640x360, 29.97 fps, 275 frames) shows Lin-Manuel Miranda small at the start, then in
+close-up from about frame 85 to 225, then the audience. Everything runs the real pipeline.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+from werkzeug.wrappers import Response
+
+import api
+from conftest import ROOT, face
+from recognizer import FaceService, Settings, video
+from recognizer.errors import VideoUnavailable
+from recognizer.faces import Box
+
+CLIP = "video/short_hamilton_clip.mp4"
+LIN, ALEX = "lin_manuel_miranda", "alex_lacamoire"
+
+
+def enrol_people(service):
+    people = face(f"people/{LIN}/lin-manuel-miranda.png").parent.parent
+    service.enroll(LIN, service.picture_from_path(people / LIN / "lin-manuel-miranda.png"))
+    for photo in sorted((people / ALEX).iterdir()):
+        service.enroll(ALEX, service.picture_from_path(photo), force=True)
+
+
+@pytest.fixture
+def service(env):
+    enrol_people(api.get_service())
+    return api.get_service()
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    """The clip watched once, with the default choices, and its annotated copy."""
+    folder = tmp_path_factory.mktemp("watched")
+    service = FaceService(Settings(store=str(folder / "store.sqlite3")))
+    enrol_people(service)
+    output = folder / "annotated.mp4"
+    events = list(video.watch(service, str(face(CLIP)), output=str(output)))
+    service.store.close()
+    return events, output
+
+
+def names_by_frame(events, frames):
+    """{frame: set of names on screen} rebuilt from the events (None for an unknown face)."""
+    timeline = {}
+    for event in events:
+        if event["event"] in ("appear", "change", "leave"):
+            timeline.setdefault(event["track"], []).append(event)
+    on_screen = {frame: set() for frame in range(frames)}
+    for track_events in timeline.values():
+        for current, following in zip(track_events, track_events[1:]):
+            end = following["frame"] + (1 if following["event"] == "leave" else 0)
+            for frame in range(current["frame"], end):
+                on_screen[frame].add(current["name"])
+    return on_screen
+
+
+def test_the_events_name_lin_manuel_miranda_where_he_is_on_screen(watched):
+    events, _ = watched
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["frames"] == 275
+    assert summary["people"] == [LIN] and summary["fps"] > 0
+    names = {event["name"] for event in events if event["event"] != "summary"}
+    assert names <= {LIN, None}  # nobody else is ever named
+    on_screen = names_by_frame(events, 275)
+    close_up = range(130, 220)
+    assert sum(LIN in on_screen[frame] for frame in close_up) >= 0.9 * len(close_up)
+    for event in events[:-1]:
+        assert set(event) >= {"event", "track", "name", "confidence", "frame", "time", "box"}
+        assert event["time"] == pytest.approx(event["frame"] / 29.97, abs=0.01)
+
+
+def test_every_track_appears_once_and_leaves_once_with_its_duration(watched):
+    events, _ = watched
+    tracks = {event["track"] for event in events if "track" in event}
+    for track in tracks:
+        kinds = [event["event"] for event in events if event.get("track") == track]
+        assert kinds[0] == "appear" and kinds[-1] == "leave" and kinds.count("leave") == 1
+        assert set(kinds[1:-1]) <= {"change"}
+        leave = [event for event in events if event.get("track") == track][-1]
+        appear = [event for event in events if event.get("track") == track][0]
+        assert leave["duration"] == pytest.approx(leave["time"] - appear["time"] + 1 / 29.97,
+                                                  abs=0.01)
+
+
+def test_the_annotated_video_is_readable_with_the_same_frame_count(watched):
+    _, output = watched
+    capture = cv2.VideoCapture(str(output))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 275
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (
+        640, 360)
+
+
+def test_a_stream_over_http_is_watched_as_a_live_source(service, httpserver):
+    clip = face(CLIP).read_bytes()
+
+    def serve_ranges(request):  # FFmpeg seeks to the index at the end of an MP4
+        response = Response(io.BytesIO(clip), mimetype="video/mp4", direct_passthrough=True)
+        return response.make_conditional(request, accept_ranges=True,
+                                         complete_length=len(clip))
+
+    httpserver.expect_request("/clip.mp4").respond_with_handler(serve_ranges)
+    events = list(video.watch(service, httpserver.url_for("/clip.mp4")))
+    summary = events[-1]
+    # a live source drops the frames that arrive while the recogniser is busy, never more
+    assert 0 < summary["frames"] <= 275 and LIN in summary["people"]
+
+
+def test_a_file_that_is_not_a_video_is_refused(tmp_path, service):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 100)
+    with pytest.raises(VideoUnavailable) as refused:
+        next(video.watch(service, str(text)))
+    assert refused.value.as_body() == {"errors": {"source": "not_a_video"}}
+    with pytest.raises(VideoUnavailable, match="no_such_file"):
+        next(video.watch(service, str(tmp_path / "missing.mp4")))
+
+
+def test_a_stream_that_cannot_be_reached_is_refused(service):
+    with pytest.raises(VideoUnavailable, match="stream_unavailable"):
+        next(video.watch(service, "rtsp://127.0.0.1:1/none"))
+
+
+def test_bad_scale_and_interval_are_refused(service):
+    from recognizer.errors import InvalidParameter
+
+    with pytest.raises(InvalidParameter, match="must be 0.1 to 4"):
+        next(video.watch(service, str(face(CLIP)), scale=10))
+    with pytest.raises(InvalidParameter, match="must be 1 to 300"):
+        next(video.watch(service, str(face(CLIP)), every=0))
+
+
+def test_a_tracks_name_needs_a_majority_of_its_recent_votes():
+    track = video.Track(1, Box(0, 10, 10, 0), 0, 0.0, 0, 0.0)
+    assert track.vote(None, None) is False and track.name is None
+    assert track.vote(LIN, 0.9) is False and track.name is None  # a tie keeps the identity
+    assert track.vote(LIN, 0.8) is True and track.name == LIN
+    assert track.confidence == pytest.approx(0.85)
+    assert track.vote(None, None) is False and track.name == LIN  # 2 against 2: no flicker
+    assert track.vote(None, None) is True and track.name is None  # 3 of 5: it changes
+    assert track.vote(ALEX, 0.9) is False and track.vote(ALEX, 0.9) is False  # oldest drop out
+    assert track.vote(ALEX, 0.9) is True and track.name == ALEX
+
+
+def run_cli(*args, env_extra):
+    environment = {**os.environ, **env_extra}
+    return subprocess.run([sys.executable, "-m", "hug", "-f", "api.py", "-c", *args],
+                          cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture
+def cli_env(tmp_path, env):
+    return {key: value for key, value in os.environ.items() if key.startswith("FACEREC_")}
+
+
+def test_the_cli_writes_one_json_line_per_event_and_a_summary(service, cli_env, tmp_path):
+    done = run_cli("watch", str(face(CLIP)), "--every", "10", "--scale", "1.0",
+                   env_extra=cli_env)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert lines[-1]["event"] == "summary" and lines[-1]["frames"] == 275
+    assert LIN in lines[-1]["people"]
+    assert {line["frame"] % 10 for line in lines[:-1] if line["event"] != "leave"} == {0}
+
+
+@pytest.mark.parametrize("source, code", [("0", "camera_unavailable"),
+                                          ("README.md", "not_a_video")])
+def test_the_cli_exits_non_zero_with_a_json_error(source, code, cli_env):
+    done = run_cli("watch", source, env_extra=cli_env)
+    assert done.returncode != 0
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == {"errors": {"source": code}}
+    assert done.stdout == ""
