@@ -3,8 +3,9 @@
 Encodings are stored as raw little-endian float64 arrays (never pickle) and validated on load.
 The database runs in WAL mode, so a server's readers never block the CLI's writes; every write
 is one ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue instead of failing. Each
-process keeps the gallery in memory and reloads it when ``PRAGMA data_version`` says another
-connection (another worker, the CLI) has committed. Deleting a person overwrites their rows
+process keeps the gallery in memory; when ``PRAGMA data_version`` says another connection
+(another worker, the CLI) has committed, it reads only the faces added or removed since, which
+triggers record in ``face_changes``. Deleting a person overwrites their rows
 (``secure_delete``) and checkpoints the WAL, so their encodings leave the files on disk.
 """
 
@@ -48,7 +49,23 @@ CREATE TABLE IF NOT EXISTS files (
     face_id INTEGER REFERENCES faces(id) ON DELETE SET NULL,
     updated_at TEXT NOT NULL
 );
+-- every face added or removed, in order: each process applies only the changes it has not seen
+CREATE TABLE IF NOT EXISTS face_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    face_id INTEGER NOT NULL,
+    added INTEGER NOT NULL
+);
 """
+_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS face_added AFTER INSERT ON faces BEGIN"
+    " INSERT INTO face_changes (face_id, added) VALUES (NEW.id, 1); END",
+    "CREATE TRIGGER IF NOT EXISTS face_removed AFTER DELETE ON faces BEGIN"
+    " INSERT INTO face_changes (face_id, added) VALUES (OLD.id, 0); END",
+)
+# Changes kept for processes that have fallen behind; one further behind reloads everything.
+_CHANGES_KEPT = 10_000
+# Encodings fetched per query when applying changes.
+_FETCH_CHUNK = 500
 _DTYPE = np.dtype("<f8")
 log = logging.getLogger(__name__)
 
@@ -100,6 +117,8 @@ class Store:
                 db.execute(statement)
         self._gallery: Gallery | None = None
         self._version: int | None = None
+        self._seen: int | None = None  # the last face_changes.seq applied to the gallery
+        self._faces: dict[int, tuple[str, np.ndarray]] = {}
 
     def close(self) -> None:
         """Close the connection."""
@@ -113,12 +132,14 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("DELETE FROM face_changes WHERE seq <= (SELECT MAX(seq)"
+                                 " FROM face_changes) - ?", (_CHANGES_KEPT,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             finally:
-                self._gallery = None
+                self._version = None  # look for changes at the next gallery()
 
     def add_face(self, name: str, encoding: np.ndarray, source: str) -> tuple[int, int]:
         """Add one face to a person, creating the person if needed.
@@ -216,17 +237,60 @@ class Store:
         return int(people), int(faces)
 
     def gallery(self) -> Gallery:
-        """The in-memory gallery, reloaded only when some connection has changed the store."""
+        """The in-memory gallery. When some connection has changed the store, only the faces
+        added or removed since are read (from ``face_changes``), not the whole table."""
         with self._lock:
             (version,) = self._db.execute("PRAGMA data_version").fetchone()
             if self._gallery is None or version != self._version:
-                self._gallery, self._version = self._load_gallery(), version
+                self._db.execute("BEGIN")  # one snapshot for the changes and the rows they name
+                try:
+                    self._apply_changes()
+                finally:
+                    self._db.execute("COMMIT")
+                self._gallery, self._version = self._rebuild(), version
             return self._gallery
+
+    def _apply_changes(self) -> None:
+        (first, last) = self._db.execute("SELECT MIN(seq), MAX(seq) FROM face_changes").fetchone()
+        if self._seen is None or (first is not None and first > self._seen + 1):
+            self._faces = self._read_faces("", ())
+            self._seen = last or 0
+            return
+        changes = self._db.execute("SELECT face_id, added FROM face_changes WHERE seq > ?"
+                                   " ORDER BY seq", (self._seen,)).fetchall()
+        latest = dict(changes)  # each face's last change
+        for face_id in latest:
+            self._faces.pop(face_id, None)
+        added = [face_id for face_id, was_added in latest.items() if was_added]
+        for start in range(0, len(added), _FETCH_CHUNK):
+            chunk = added[start:start + _FETCH_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            self._faces.update(self._read_faces(f" WHERE f.id IN ({marks})", chunk))
+        self._seen = last or self._seen
+
+    def _read_faces(self, where: str, parameters: tuple | list) -> dict:
+        faces = {}
+        rows = self._db.execute("SELECT f.id, p.name, f.encoding FROM faces f"
+                                " JOIN people p ON p.id = f.person_id" + where, parameters)
+        for face_id, name, blob in rows:
+            try:
+                faces[face_id] = (name, blob_to_encoding(blob))
+            except ValueError:
+                log.error("face %d has a corrupt encoding and is left out of matching", face_id)
+        return faces
+
+    def _rebuild(self, without: int | None = None) -> Gallery:
+        by_person: dict[str, list[np.ndarray]] = {}
+        for face_id, (name, encoding) in self._faces.items():
+            if face_id != without:
+                by_person.setdefault(name, []).append(encoding)
+        return Gallery.from_encodings(by_person)
 
     def gallery_without(self, face_id: int) -> Gallery:
         """The gallery as it would be without one face (not cached: for checking a replacement)."""
         with self._lock:
-            return self._load_gallery(without=face_id)
+            self.gallery()
+            return self._rebuild(without=face_id)
 
     def file_face(self, path: str) -> int | None:
         """The face that build enrolled from this path, if it still has one."""
@@ -234,19 +298,5 @@ class Store:
             row = self._db.execute("SELECT face_id FROM files WHERE path = ?", (path,)).fetchone()
         return None if row is None else row[0]
 
-    def _load_gallery(self, without: int | None = None) -> Gallery:
-        by_person: dict[str, list[np.ndarray]] = {}
-        rows = self._db.execute(
-            "SELECT f.id, p.name, f.encoding FROM faces f JOIN people p ON p.id = f.person_id"
-            " WHERE f.id IS NOT ?", (without,),
-        )
-        for face_id, name, blob in rows:
-            try:
-                by_person.setdefault(name, []).append(blob_to_encoding(blob))
-            except ValueError:
-                log.error("face %d has a corrupt encoding and is left out of matching", face_id)
-        return Gallery.from_encodings(by_person)
-
-
 def _statements() -> list[str]:
-    return [statement for statement in _SCHEMA.split(";") if statement.strip()]
+    return [statement for statement in _SCHEMA.split(";") if statement.strip()] + list(_TRIGGERS)

@@ -47,6 +47,54 @@ def test_the_gallery_is_reused_until_something_changes(tmp_path):
     assert store.gallery() is not before and store.gallery().faces == 2
 
 
+def full_reads(statements):
+    return [s for s in statements if "FROM faces f JOIN people p" in s and "WHERE" not in s]
+
+
+def test_a_change_elsewhere_reads_only_the_faces_that_changed(tmp_path):
+    server, cli = Store(tmp_path / "s.sqlite3"), Store(tmp_path / "s.sqlite3")
+    for name in ("ada", "bob", "cy"):
+        cli.add_face(name, encoding(), "url:x")
+    statements = []
+    server._db.set_trace_callback(statements.append)
+    assert server.gallery().faces == 3 and len(full_reads(statements)) == 1  # the first load
+    statements.clear()
+    new = encoding()
+    cli.add_face("dee", new, "url:d")
+    cli.forget("ada")
+    gallery = server.gallery()
+    assert gallery.names == ("bob", "cy", "dee")
+    assert gallery.distance_to("dee", new) == pytest.approx(0.0)
+    assert full_reads(statements) == []
+    reads = [s for s in statements if "WHERE f.id IN" in s]
+    assert len(reads) == 1 and reads[0].endswith("WHERE f.id IN (4)")  # dee's face alone
+
+
+def test_a_reused_face_id_is_not_mistaken_for_the_old_face(tmp_path):
+    server, cli = Store(tmp_path / "s.sqlite3"), Store(tmp_path / "s.sqlite3")
+    cli.add_face("ada", encoding(), "url:a")
+    last_id, _ = cli.add_face("bob", encoding(), "url:b")
+    assert server.gallery().names == ("ada", "bob")
+    cli.forget("bob")
+    reused, _ = cli.add_face("cy", newest := encoding(), "url:c")
+    assert reused == last_id  # SQLite hands out the deleted id again
+    gallery = server.gallery()
+    assert gallery.names == ("ada", "cy") and gallery.distance_to("cy", newest) == 0.0
+
+
+def test_a_process_too_far_behind_reloads_everything(tmp_path, monkeypatch):
+    monkeypatch.setattr("recognizer.store._CHANGES_KEPT", 2)
+    server, cli = Store(tmp_path / "s.sqlite3"), Store(tmp_path / "s.sqlite3")
+    cli.add_face("ada", encoding(), "url:a")
+    assert server.gallery().names == ("ada",)
+    for name in ("bob", "cy", "dee", "eve"):
+        cli.add_face(name, encoding(), "url:x")
+    cli.forget("bob")
+    (kept,) = cli._db.execute("SELECT COUNT(*) FROM face_changes").fetchone()
+    assert kept <= 3
+    assert server.gallery().names == ("ada", "cy", "dee", "eve")
+
+
 def test_forget_deletes_the_encoding_bytes_from_every_file(tmp_path):
     path = tmp_path / "s.sqlite3"
     store = Store(path)
