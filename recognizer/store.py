@@ -286,6 +286,15 @@ class Store:
                 by_person.setdefault(name, []).append(encoding)
         return Gallery.from_encodings(by_person)
 
+    def encodings(self) -> dict[str, list[np.ndarray]]:
+        """Every enrolled encoding, by person."""
+        with self._lock:
+            self.gallery()
+            by_person: dict[str, list[np.ndarray]] = {}
+            for name, encoding in self._faces.values():
+                by_person.setdefault(name, []).append(encoding)
+            return by_person
+
     def gallery_without(self, face_id: int) -> Gallery:
         """The gallery as it would be without one face (not cached: for checking a replacement)."""
         with self._lock:

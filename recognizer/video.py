@@ -347,6 +347,22 @@ def _annotate(frame: np.ndarray, tracks) -> np.ndarray:
     return frame
 
 
+def names_by_frame(events: list[dict], frames: int) -> list[set]:
+    """For each frame, the names of the faces on screen (None for an unknown face), rebuilt
+    from watch's events: a track holds its name from each event to the next."""
+    tracks: dict[int, list[dict]] = {}
+    for event in events:
+        if event["event"] in ("appear", "change", "leave"):
+            tracks.setdefault(event["track"], []).append(event)
+    on_screen: list[set] = [set() for _ in range(frames)]
+    for track_events in tracks.values():
+        for current, following in zip(track_events, track_events[1:]):
+            end = following["frame"] + (following["event"] == "leave")
+            for frame in range(current["frame"], min(end, frames)):
+                on_screen[frame].add(current["name"])
+    return on_screen
+
+
 def _summary(frames: int, seconds: float, watcher: Watcher) -> dict:
     return {"event": "summary", "frames": frames, "seconds": round(seconds, 3),
             "fps": round(frames / seconds, 2) if seconds > 0 else None,

@@ -49,21 +49,6 @@ def watched(tmp_path_factory):
     return events, output
 
 
-def names_by_frame(events, frames):
-    """{frame: set of names on screen} rebuilt from the events (None for an unknown face)."""
-    timeline = {}
-    for event in events:
-        if event["event"] in ("appear", "change", "leave"):
-            timeline.setdefault(event["track"], []).append(event)
-    on_screen = {frame: set() for frame in range(frames)}
-    for track_events in timeline.values():
-        for current, following in zip(track_events, track_events[1:]):
-            end = following["frame"] + (1 if following["event"] == "leave" else 0)
-            for frame in range(current["frame"], end):
-                on_screen[frame].add(current["name"])
-    return on_screen
-
-
 def test_the_events_name_lin_manuel_miranda_where_he_is_on_screen(watched):
     events, _ = watched
     summary = events[-1]
@@ -71,7 +56,7 @@ def test_the_events_name_lin_manuel_miranda_where_he_is_on_screen(watched):
     assert summary["people"] == [LIN] and summary["fps"] > 0
     names = {event["name"] for event in events if event["event"] != "summary"}
     assert names <= {LIN, None}  # nobody else is ever named
-    on_screen = names_by_frame(events, 275)
+    on_screen = video.names_by_frame(events, 275)
     close_up = range(130, 220)
     assert sum(LIN in on_screen[frame] for frame in close_up) >= 0.9 * len(close_up)
     for event in events[:-1]:
