@@ -49,7 +49,7 @@ class Settings:
     max_roll: float = QualityLimits.max_roll
     model: str = "hog"
     upsample: int = 1
-    detect_max_side: int = 1024
+    detect_max_side: int = 640
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     fetch_timeout: float = 10.0

@@ -84,7 +84,7 @@ if not blas_enabled():
 
 
 def detect(image: np.ndarray, model: str = "hog", upsample: int = 1,
-           max_side: int = 1024) -> list[Box]:
+           max_side: int = 640) -> list[Box]:
     """Find faces, largest first, detecting on a copy no larger than max_side.
 
     :param model: "hog" (CPU) or "cnn" (dlib's MMOD CNN; slow without a GPU)

@@ -4,8 +4,10 @@ Faster than the naive loop (detect and encode every face of every full-size fram
 
 - faces are **detected** only every few frames, on a resized copy, and **tracked** in between:
   each detection is matched to the face tracks by box overlap;
-- a face is **encoded** only when its track starts and again at a re-identification interval,
-  and each track's identity is a **vote** over its last few decisions, so names do not flicker;
+- a face is **encoded** when its track starts, then at every key frame while it is unknown and
+  every second once it is named; a track is identified by the **mean of its recent encodings**
+  (frames of a moving face vary the way jitters do), and its name changes only when two
+  identifications in a row agree, so names do not flicker;
 - the work is **pipelined** over both cores: one thread decodes, two detect key frames ahead of
   the one that tracks and draws (dlib and OpenCV release the GIL).
 
@@ -20,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,9 +43,8 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no V4L/FFmpe
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DETECT_SIDE = 640  # automatic scale: detect on frames whose longest side is at most this
 DETECTIONS_PER_SECOND = 6  # automatic interval: about this many detections per second of video
-REIDENTIFY_SECONDS = 1.0  # encode a named face again this often
-UNKNOWN_REIDENTIFY_SECONDS = 0.3  # and an unknown one this often: a better view may name it
-VOTES = 5  # a track's identity is the most common of its last VOTES decisions
+REIDENTIFY_SECONDS = 1.0  # encode a named face again this often; an unknown one at each key frame
+POOLED = 5  # a track is identified by the mean of its last POOLED encodings
 MATCH_OVERLAP = 0.3  # a detection continues a track when their boxes overlap this much (IoU)
 LEAVE_SECONDS = 0.5  # a track that no detection has continued for this long has left
 
@@ -62,23 +63,28 @@ class Source:
 def open_source(source: str) -> Source:
     """Open a video file, a webcam index ("0") or a stream URL (rtsp://, http://, ...).
 
+    A webcam, or a stream whose length is unknown, is live: it keeps only its newest frame.
+    A file, or a whole video served over HTTP, is read frame by frame.
+
     :raises VideoUnavailable: ``no_such_file``, ``not_a_video``, ``camera_unavailable`` or
         ``stream_unavailable``
     """
     if source.isdigit():
-        capture, live, problem = cv2.VideoCapture(int(source)), True, "camera_unavailable"
+        capture, problem = cv2.VideoCapture(int(source)), "camera_unavailable"
     elif source.lower().startswith(LIVE_SCHEMES):
-        capture, live = cv2.VideoCapture(source, cv2.CAP_FFMPEG), True
-        problem = "stream_unavailable"
+        capture, problem = cv2.VideoCapture(source, cv2.CAP_FFMPEG), "stream_unavailable"
     elif not Path(source).is_file():
         raise VideoUnavailable("no_such_file")
     else:
-        capture, live, problem = cv2.VideoCapture(source, cv2.CAP_FFMPEG), False, "not_a_video"
+        capture, problem = cv2.VideoCapture(source, cv2.CAP_FFMPEG), "not_a_video"
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     if not capture.isOpened() or width <= 0 or height <= 0:
         capture.release()
         raise VideoUnavailable(problem)
+    # a camera, or a stream of unknown length, is live; a file or a video served whole is not
+    live = problem == "camera_unavailable" or (
+        problem == "stream_unavailable" and capture.get(cv2.CAP_PROP_FRAME_COUNT) <= 0)
     fps = capture.get(cv2.CAP_PROP_FPS)
     return Source(capture, live, fps if 0 < fps <= 240 else 30.0, width, height)
 
@@ -131,7 +137,12 @@ def _put(frames: queue.Queue, item: tuple | None, stop: threading.Event) -> None
 
 @dataclass
 class Track:
-    """One face followed from frame to frame."""
+    """One face followed from frame to frame, and who it is.
+
+    A track is identified by the mean of its last few encodings: frames of a moving face vary
+    the way jitters do, so the mean is steadier than any one frame. Its name changes only when
+    two identifications in a row agree on the new one, so a single odd frame does not flicker.
+    """
 
     id: int
     box: faces.Box
@@ -140,22 +151,27 @@ class Track:
     last_frame: int
     last_time: float
     encoded_time: float = -1e9
-    votes: deque = field(default_factory=lambda: deque(maxlen=VOTES))
+    encodings: deque = field(default_factory=lambda: deque(maxlen=POOLED))
     name: str | None = None
     confidence: float | None = None
     announced: bool = False
+    challenger: tuple | None = None  # a different decision waiting for a second one
 
-    def vote(self, name: str | None, confidence: float | None) -> bool:
-        """Add one decision; return whether the track's identity changed."""
-        self.votes.append((name, confidence))
-        counts = Counter(vote for vote, _ in self.votes)
-        best = max(counts.values())
-        leaders = [vote for vote, _ in reversed(self.votes) if counts[vote] == best]
-        winner = self.name if self.name in leaders else leaders[0]
-        scores = [score for vote, score in self.votes if vote == winner and score is not None]
-        self.confidence = round(float(np.mean(scores)), 4) if scores else None
-        changed, self.name = winner != self.name, winner
-        return changed
+    def pooled(self, encoding: np.ndarray) -> np.ndarray:
+        """Add one encoding; return the mean of the recent ones."""
+        self.encodings.append(encoding)
+        return np.mean(self.encodings, axis=0)
+
+    def decide(self, name: str | None, confidence: float | None) -> bool:
+        """Take one identification; return whether the track's name changed."""
+        if not self.announced or name == self.name:
+            self.name, self.confidence, self.challenger = name, confidence, None
+            return False
+        if self.challenger is None or self.challenger[0] != name:
+            self.challenger = (name, confidence)
+            return False
+        self.name, self.confidence, self.challenger = name, confidence, None
+        return True
 
 
 @dataclass(frozen=True)
@@ -201,8 +217,8 @@ class Watcher:
         for box in unmatched:
             self.tracks[self.next_id] = Track(self.next_id, box, index, when, index, when)
             self.next_id += 1
-        due = [t for t in self.tracks.values() if t.last_time == when and when
-               - t.encoded_time >= (REIDENTIFY_SECONDS if t.name else UNKNOWN_REIDENTIFY_SECONDS)]
+        due = [t for t in self.tracks.values() if t.last_time == when
+               and (t.name is None or when - t.encoded_time >= REIDENTIFY_SECONDS)]
         events += self._identify(due, index, when, rgb)
         for track in [t for t in self.tracks.values() if when - t.last_time > LEAVE_SECONDS]:
             events.append(self._leave(track))
@@ -230,11 +246,10 @@ class Watcher:
     def _identify(self, due: list[Track], index: int, when: float,
                   rgb: np.ndarray) -> list[dict]:
         events = []
-        jitters = self.service.settings.jitters
-        for track, encoding in zip(due, faces.encode(rgb, [t.box for t in due], jitters)):
-            match = self.service.identify(encoding, self.tolerance, top_k=1)
+        for track, encoding in zip(due, faces.encode(rgb, [t.box for t in due])):
+            match = self.service.identify(track.pooled(encoding), self.tolerance, top_k=1)
             track.encoded_time = when
-            changed = track.vote(match.name, match.confidence)
+            changed = track.decide(match.name, match.confidence)
             if not track.announced:
                 track.announced = True
                 events.append(self._event("appear", track, index, when))

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recognizer import faces, images  # noqa: E402
 
-SIZES = (640, 800, 1024, 1280, 1600)
+SIZES = (320, 480, 640, 800, 1024, 1280)
 
 
 def median_time(function, repeat):

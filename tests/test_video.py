@@ -9,8 +9,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import cv2
+import numpy as np
 import pytest
 from werkzeug.wrappers import Response
 
@@ -88,7 +91,7 @@ def test_the_annotated_video_is_readable_with_the_same_frame_count(watched):
         640, 360)
 
 
-def test_a_stream_over_http_is_watched_as_a_live_source(service, httpserver):
+def test_a_whole_video_over_http_is_read_frame_by_frame(service, httpserver):
     clip = face(CLIP).read_bytes()
 
     def serve_ranges(request):  # FFmpeg seeks to the index at the end of an MP4
@@ -97,10 +100,60 @@ def test_a_stream_over_http_is_watched_as_a_live_source(service, httpserver):
                                          complete_length=len(clip))
 
     httpserver.expect_request("/clip.mp4").respond_with_handler(serve_ranges)
-    events = list(video.watch(service, httpserver.url_for("/clip.mp4")))
+    opened = video.open_source(httpserver.url_for("/clip.mp4"))
+    opened.capture.release()
+    assert opened.live is False and (opened.width, opened.height) == (640, 360)
+    summary = list(video.watch(service, httpserver.url_for("/clip.mp4")))[-1]
+    assert summary["frames"] == 275 and summary["people"] == [LIN]
+
+
+def close_up_jpegs():
+    """Frames 120-219 of the clip (Lin-Manuel Miranda in close-up), as JPEG bytes."""
+    capture, frames = cv2.VideoCapture(str(face(CLIP))), []
+    for index in range(220):
+        ok, frame = capture.read()
+        if index >= 120:
+            frames.append(cv2.imencode(".jpg", frame)[1].tobytes())
+    capture.release()
+    return frames
+
+
+def serve_camera(httpserver, frames):
+    """An IP camera's MJPEG stream of these JPEG frames, paced at 30 frames a second."""
+
+    def camera(request):
+        def parts():
+            for jpeg in frames:
+                time.sleep(1 / 30)
+                yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                       + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+        return Response(parts(), mimetype="multipart/x-mixed-replace; boundary=frame")
+
+    httpserver.expect_request("/camera.mjpg").respond_with_handler(camera)
+
+
+def test_a_slow_reader_of_a_live_stream_gets_the_newest_frames_not_a_backlog(httpserver):
+    frames = close_up_jpegs()
+    serve_camera(httpserver, frames)
+    source = video.open_source(httpserver.url_for("/camera.mjpg"))
+    received = []
+    for index, _ in video.read_frames(source, threading.Event()):
+        received.append(index)
+        time.sleep(0.1)  # a recogniser three times slower than the camera
+    assert len(received) < len(frames) / 2 and received[-1] >= len(frames) - 5
+    assert received == sorted(received)
+
+
+def test_a_live_camera_stream_keeps_up_by_dropping_stale_frames(service, httpserver):
+    frames = close_up_jpegs()
+    serve_camera(httpserver, frames)
+    opened = video.open_source(httpserver.url_for("/camera.mjpg"))
+    opened.capture.release()
+    assert opened.live is True
+    events = list(video.watch(service, httpserver.url_for("/camera.mjpg")))
     summary = events[-1]
-    # a live source drops the frames that arrive while the recogniser is busy, never more
-    assert 0 < summary["frames"] <= 275 and LIN in summary["people"]
+    assert 0 < summary["frames"] <= len(frames) and summary["people"] == [LIN]
+    assert all(event["frame"] < len(frames) for event in events[:-1])
 
 
 def test_a_file_that_is_not_a_video_is_refused(tmp_path, service):
@@ -127,16 +180,25 @@ def test_bad_scale_and_interval_are_refused(service):
         next(video.watch(service, str(face(CLIP)), every=0))
 
 
-def test_a_tracks_name_needs_a_majority_of_its_recent_votes():
+def test_a_tracks_name_changes_only_when_two_identifications_agree():
     track = video.Track(1, Box(0, 10, 10, 0), 0, 0.0, 0, 0.0)
-    assert track.vote(None, None) is False and track.name is None
-    assert track.vote(LIN, 0.9) is False and track.name is None  # a tie keeps the identity
-    assert track.vote(LIN, 0.8) is True and track.name == LIN
-    assert track.confidence == pytest.approx(0.85)
-    assert track.vote(None, None) is False and track.name == LIN  # 2 against 2: no flicker
-    assert track.vote(None, None) is True and track.name is None  # 3 of 5: it changes
-    assert track.vote(ALEX, 0.9) is False and track.vote(ALEX, 0.9) is False  # oldest drop out
-    assert track.vote(ALEX, 0.9) is True and track.name == ALEX
+    assert track.decide(None, None) is False and track.name is None  # the first decision
+    track.announced = True
+    assert track.decide(LIN, 0.9) is False and track.name is None  # one is not enough
+    assert track.decide(LIN, 0.8) is True and (track.name, track.confidence) == (LIN, 0.8)
+    assert track.decide(None, None) is False and track.name == LIN  # one odd frame: no flicker
+    assert track.decide(LIN, 0.95) is False and track.challenger is None
+    assert track.decide(ALEX, 0.9) is False and track.decide(None, None) is False
+    assert track.name == LIN  # two different challengers do not add up
+
+
+def test_a_track_is_identified_by_the_mean_of_its_recent_encodings():
+    track = video.Track(1, Box(0, 10, 10, 0), 0, 0.0, 0, 0.0)
+    encodings = [np.full(128, float(i)) for i in range(video.POOLED + 2)]
+    for encoding in encodings[:-1]:
+        track.pooled(encoding)
+    pooled = track.pooled(encodings[-1])
+    assert pooled == pytest.approx(np.mean(encodings[-video.POOLED:], axis=0))
 
 
 def run_cli(*args, env_extra):
