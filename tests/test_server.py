@@ -105,9 +105,11 @@ def _declared_body_status(port, length):
 
 
 def test_gunicorn_workers_see_each_others_enrolments(tmp_path):
+    """The production command of the README: a worker per core, one OpenBLAS thread each."""
     port = free_port()
-    command = [f"{VENV_BIN}/gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "api:__hug_wsgi__"]
-    with server(command, settings(tmp_path), port) as (base, log):
+    command = [f"{VENV_BIN}/gunicorn", "-w", str(max(2, os.cpu_count())), "-b",
+               f"127.0.0.1:{port}", "--timeout", "60", "api:__hug_wsgi__"]
+    with server(command, settings(tmp_path) | {"OPENBLAS_NUM_THREADS": "1"}, port) as (base, log):
         with open(face("people/obama/obama.jpg"), "rb") as photo:
             enrolled = requests.post(f"{base}/enroll", params={"name": "obama"},
                                      files={"image": photo})
@@ -127,4 +129,4 @@ def test_gunicorn_workers_see_each_others_enrolments(tmp_path):
                            if "POST /recognize 200" in line}
                 if len(workers) == 2:
                     break
-        assert len(workers) == 2 and set(names) == {"obama"}
+        assert len(workers) >= 2 and set(names) == {"obama"}
