@@ -33,6 +33,9 @@ _STATUS = {
     errors.UnusableFace: falcon.HTTP_422,
     errors.UnknownPerson: falcon.HTTP_404,
     errors.VideoUnavailable: falcon.HTTP_400,
+    errors.Unauthorized: falcon.HTTP_401,
+    errors.Forbidden: falcon.HTTP_403,
+    errors.RateLimited: falcon.HTTP_429,
 }
 
 
@@ -42,7 +45,10 @@ def get_service():
     settings = recognizer.Settings.from_env()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
-    return recognizer.FaceService(settings)
+    service = recognizer.FaceService(settings)
+    if service.gate.open:
+        log.warning("no API keys are set (FACEREC_API_KEYS): the HTTP API is open to anyone")
+    return service
 
 
 @hug.startup()
@@ -249,14 +255,31 @@ def handle_error(exception, response):
 
 
 @hug.request_middleware()
-def limit_body(request, response):
-    """Refuse a body over the cap from its Content-Length, before reading it."""
+def guard(request, response):
+    """Before anything is read: the API key, its scope and rate, then the body's size."""
     request.context["started"] = time.monotonic()
-    if (request.content_length or 0) > _max_bytes() + uploads.FORM_OVERHEAD:
-        response.status = falcon.HTTP_413
+    try:
+        get_service().gate.check(request.method, request.path, request.get_header("X-API-Key"),
+                                 set(request.params), request.remote_addr or "-")
+        if (request.content_length or 0) > _max_bytes() + uploads.FORM_OVERHEAD:
+            raise errors.ImageTooLarge()
+    except errors.RecognizerError as refused:
+        response.status = _STATUS[type(refused)]
         response.content_type = "application/json; charset=utf-8"
-        response.body = json.dumps(errors.ImageTooLarge().as_body())
+        response.body = json.dumps(refused.as_body())
+        if isinstance(refused, errors.RateLimited):
+            response.set_header("Retry-After", str(refused.retry_after))
         response.complete = True
+
+
+@hug.response_middleware()
+def harden(request, response, resource):
+    """Every response: not cached, not sniffed; falcon's own 405 in the service's JSON shape."""
+    response.set_header("Cache-Control", "no-store")
+    response.set_header("X-Content-Type-Options", "nosniff")
+    if response.status == falcon.HTTP_405:
+        response.content_type = "application/json; charset=utf-8"
+        response.body = json.dumps({"errors": {"method": "method_not_allowed"}})
 
 
 @hug.response_middleware()

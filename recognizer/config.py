@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from .access import Key, parse_keys, read_key_file
 from .quality import QualityLimits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,21 @@ def _model(text: str) -> str:
     return text
 
 
+def _api_keys(environ: Mapping[str, str]) -> tuple[Key, ...]:
+    """Keys from FACEREC_API_KEYS and FACEREC_API_KEYS_FILE; errors never show a key."""
+    keys: list[Key] = []
+    for variable, read in (("FACEREC_API_KEYS", parse_keys),
+                           ("FACEREC_API_KEYS_FILE", lambda path: read_key_file(Path(path)))):
+        if environ.get(variable):
+            try:
+                keys += read(environ[variable])
+            except ValueError as error:
+                raise ConfigError(f"{variable}: {error}") from None
+    if len({key.digest for key in keys}) != len(keys):
+        raise ConfigError("FACEREC_API_KEYS and FACEREC_API_KEYS_FILE repeat a key")
+    return tuple(keys)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment, with the defaults it runs on."""
@@ -54,6 +70,9 @@ class Settings:
     max_image_pixels: int = 40_000_000
     fetch_timeout: float = 10.0
     allow_private_networks: bool = False
+    api_keys: tuple[Key, ...] = field(default=(), repr=False)
+    rate_limit: float = 10.0
+    rate_burst: int = 20
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[bool, str]] = {
@@ -71,6 +90,8 @@ class Settings:
             "max_image_bytes": (self.max_image_bytes > 0, "must be positive"),
             "max_image_pixels": (self.max_image_pixels > 0, "must be positive"),
             "fetch_timeout": (0 < self.fetch_timeout <= 120, "must be > 0 and <= 120 seconds"),
+            "rate_limit": (0 <= self.rate_limit <= 10_000, "must be 0 (off) to 10000 a second"),
+            "rate_burst": (1 <= self.rate_burst <= 100_000, "must be 1 to 100000"),
         }
         for name, (ok, message) in checks.items():
             if not ok:
@@ -95,14 +116,15 @@ class Settings:
             "max_yaw": float, "max_pitch": float, "max_roll": float, "model": _model,
             "upsample": int, "detect_max_side": int, "max_image_bytes": int,
             "max_image_pixels": int, "fetch_timeout": float, "allow_private_networks": _flag,
+            "rate_limit": float, "rate_burst": int,
         }
-        values = {}
-        for field in fields(cls):
-            raw = environ.get(f"FACEREC_{field.name.upper()}")
+        values: dict[str, object] = {}
+        for name, parse in parsers.items():
+            raw = environ.get(f"FACEREC_{name.upper()}")
             if raw is None:
                 continue
             try:
-                values[field.name] = parsers[field.name](raw)
+                values[name] = parse(raw)
             except ValueError as error:
-                raise ConfigError(f"FACEREC_{field.name.upper()}={raw!r}: {error}") from None
-        return cls(**values)
+                raise ConfigError(f"FACEREC_{name.upper()}={raw!r}: {error}") from None
+        return cls(**values, api_keys=_api_keys(environ))

@@ -74,3 +74,26 @@ class VideoUnavailable(RecognizerError):
 
     def __init__(self, message: str, field: str = "source") -> None:
         super().__init__(field, message)
+
+
+class Unauthorized(RecognizerError):
+    """No valid API key: ``missing_api_key``, ``invalid_api_key``, or ``api_key_in_query`` (a key
+    is only ever taken from the X-API-Key header: URLs end up in logs)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("api_key", message)
+
+
+class Forbidden(RecognizerError):
+    """The API key is valid but its scope does not allow this endpoint."""
+
+    def __init__(self) -> None:
+        super().__init__("api_key", "insufficient_scope")
+
+
+class RateLimited(RecognizerError):
+    """Over the rate limit; retry after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate", "rate_limited")
+        self.retry_after = retry_after

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import fetch, images, quality
+from .access import Gate
 from .config import Settings
 from .errors import ImageTooLarge, InvalidParameter, RecognizerError, UnusableFace
 from .matching import SAME_PERSON_LIMIT, Candidate, Match, best_match
@@ -116,6 +117,7 @@ class FaceService:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else Store(settings.store)
+        self.gate = Gate(settings.api_keys, settings.rate_limit, settings.rate_burst)
 
     # -- images -------------------------------------------------------------------------------
 
