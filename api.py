@@ -12,9 +12,11 @@ import logging
 import sys
 import time
 import wsgiref.simple_server
+from pathlib import Path
 
 import falcon
 import hug
+import yaml
 from tqdm import tqdm
 
 import recognizer
@@ -183,6 +185,18 @@ def forget(name: person_name, faces: face_service):
 def health(faces: face_service):
     """Liveness, and how many people and faces are enrolled."""
     return faces.health()
+
+
+@hug.get("/openapi.json")
+def openapi():
+    """This API's OpenAPI 3 description (openapi.yaml), open to everyone like /health."""
+    return _openapi_document()
+
+
+@functools.lru_cache(maxsize=1)
+def _openapi_document():
+    with open(Path(__file__).with_name("openapi.yaml"), encoding="utf-8") as spec:
+        return yaml.safe_load(spec)
 
 
 @hug.not_found()
