@@ -66,6 +66,7 @@ class Settings:
     model: str = "hog"
     upsample: int = 1
     detect_max_side: int = 640
+    max_faces: int = 20
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     fetch_timeout: float = 10.0
@@ -87,6 +88,7 @@ class Settings:
             "max_roll": (0 <= self.max_roll <= 180, "must be 0 to 180 degrees"),
             "upsample": (0 <= self.upsample <= 2, "must be 0, 1 or 2"),
             "detect_max_side": (self.detect_max_side >= 160, "must be at least 160"),
+            "max_faces": (1 <= self.max_faces <= 1000, "must be 1 to 1000"),
             "max_image_bytes": (self.max_image_bytes > 0, "must be positive"),
             "max_image_pixels": (self.max_image_pixels > 0, "must be positive"),
             "fetch_timeout": (0 < self.fetch_timeout <= 120, "must be > 0 and <= 120 seconds"),
@@ -114,7 +116,7 @@ class Settings:
             "store": str, "known_faces_dir": Path, "tolerance": float, "ratio": float,
             "jitters": int, "enroll_jitters": int, "min_face_size": int, "min_sharpness": float,
             "max_yaw": float, "max_pitch": float, "max_roll": float, "model": _model,
-            "upsample": int, "detect_max_side": int, "max_image_bytes": int,
+            "upsample": int, "detect_max_side": int, "max_faces": int, "max_image_bytes": int,
             "max_image_pixels": int, "fetch_timeout": float, "allow_private_networks": _flag,
             "rate_limit": float, "rate_burst": int,
         }

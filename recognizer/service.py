@@ -166,10 +166,11 @@ class FaceService:
 
     def recognize(self, picture: Picture, tolerance: float | None = None, top_k: int = 3,
                   model: str | None = None, upsample: int | None = None) -> Recognition:
-        """Find every face and decide who each one is (see ``matching`` for the rule)."""
+        """Find every face, the largest ``max_faces`` of them, and decide who each one is (see
+        ``matching`` for the rule). The cap bounds the work a crowd photo can cause."""
         from . import faces
 
-        boxes = self._detect(picture, model, upsample)
+        boxes = self._detect(picture, model, upsample)[:self.settings.max_faces]
         found = []
         encodings = faces.encode(picture.pixels, boxes, self.settings.jitters)
         for box, encoding in zip(boxes, encodings):

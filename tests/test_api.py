@@ -65,6 +65,15 @@ def test_recognize_names_both_people_largest_first(obama_and_biden, serve):
         assert 0 <= box["left"] < box["right"] <= 1126 and 0 <= box["top"] < box["bottom"] <= 661
 
 
+def test_at_most_max_faces_are_answered_the_largest_first(obama_and_biden, serve, reconfigure):
+    reconfigure(max_faces=1)
+    faces = recognize_url(serve, "misc/obama_and_biden.jpg").data["faces"]
+    assert len(faces) == 1  # the photo has 3 faces
+    reconfigure(max_faces=20)
+    every = recognize_url(serve, "misc/obama_and_biden.jpg").data["faces"]
+    assert len(every) == 3 and every[0]["box"] == faces[0]["box"]
+
+
 def test_a_stranger_is_unknown_with_candidates(obama_and_biden, serve):
     response = recognize_url(serve, "people/kit_harington/john1.jpeg")
     assert response.status == falcon.HTTP_200
