@@ -24,6 +24,8 @@ from urllib3.util import parse_url
 from .errors import FetchFailed, ImageTooLarge, UrlNotAllowed
 
 log = logging.getLogger(__name__)
+# urllib3 logs each request line, query string included, at DEBUG: image URLs carry tokens.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 MAX_URL_LENGTH = 2048
 MAX_REDIRECTS = 3

@@ -109,6 +109,7 @@ class Store:
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
         self._lock = threading.RLock()
+        self._checkpoint_pending = False
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
                        "secure_delete=ON", "busy_timeout=30000"):
             self._db.execute(f"PRAGMA {pragma}")
@@ -119,6 +120,7 @@ class Store:
         self._version: int | None = None
         self._seen: int | None = None  # the last face_changes.seq applied to the gallery
         self._faces: dict[int, tuple[str, np.ndarray]] = {}
+        self._checkpoint()  # a deletion may have been cut off before its checkpoint: finish it
 
     def close(self) -> None:
         """Close the connection."""
@@ -140,6 +142,8 @@ class Store:
                 raise
             finally:
                 self._version = None  # look for changes at the next gallery()
+            if self._checkpoint_pending:
+                self._checkpoint()
 
     def add_face(self, name: str, encoding: np.ndarray, source: str) -> tuple[int, int]:
         """Add one face to a person, creating the person if needed.
@@ -213,9 +217,18 @@ class Store:
             db.execute("DELETE FROM files WHERE person = ?", (name,))
             db.execute("DELETE FROM faces WHERE person_id = ?", row)
             db.execute("DELETE FROM people WHERE id = ?", row)
-        with self._lock:  # move the overwritten pages out of the WAL into the main file
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._checkpoint()
         return int(count)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the main file and empty it, so that rows overwritten by a deletion
+        leave both files. A reader holding an old snapshot can make it give up; then it is
+        tried again after every write until it succeeds."""
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self._checkpoint_pending = bool(busy)
+        if busy:
+            log.warning("a reader held the store open: deleted data leaves the WAL later")
 
     def _drop_empty_people(self, db: sqlite3.Connection) -> None:
         db.execute("DELETE FROM people WHERE id NOT IN (SELECT person_id FROM faces)")
