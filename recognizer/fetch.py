@@ -12,12 +12,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util import parse_url
 
@@ -91,12 +94,80 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     return f"[{first}]" if first.version == 6 else str(first)
 
 
+class _Deadline:
+    """Shuts down every socket of one fetch when its total deadline passes, so that a server
+    dripping its TLS handshake or headers cannot hold the request past it."""
+
+    def __init__(self, seconds: float) -> None:
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._expired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self._expired:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+_running = threading.local()  # the _Deadline of the fetch running on this thread
+
+
+class _DeadlineConnection:
+    def _new_conn(self):
+        sock = super()._new_conn()
+        deadline = getattr(_running, "deadline", None)
+        if deadline is not None:
+            deadline.watch(sock)
+        return sock
+
+
+class _HTTPConnection(_DeadlineConnection, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineConnection, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
 class PinnedAdapter(HTTPAdapter):
     """Connect to the checked address, keeping the Host header, SNI and certificate name."""
 
     def __init__(self, allow_private: bool) -> None:
         super().__init__(max_retries=0)
         self.allow_private = allow_private
+
+    def init_poolmanager(self, *args, **kwargs):
+        """Connections whose sockets the fetch's deadline can shut down."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
         """Swap the hostname for its checked address; requests calls this for every connection."""
@@ -130,6 +201,9 @@ def check_url(url: str) -> None:
         raise UrlNotAllowed() from None
     if parts.scheme not in ("http", "https") or not parts.host or parts.auth is not None:
         raise UrlNotAllowed()
+    authority = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" in authority:  # an empty userinfo too ("http://@host/"), which parse_url drops
+        raise UrlNotAllowed()
 
 
 def fetch(url: str, *, max_bytes: int, timeout: float, allow_private: bool = False) -> bytes:
@@ -143,16 +217,21 @@ def fetch(url: str, *, max_bytes: int, timeout: float, allow_private: bool = Fal
     """
     check_url(url)
     deadline = time.monotonic() + timeout
-    with _session(allow_private) as session:
-        for _hop in range(MAX_REDIRECTS + 1):
-            body, location = _get(session, url, max_bytes, deadline)
-            if location is None:
-                return body
-            url = urljoin(url, location)
-            try:
-                check_url(url)
-            except UrlNotAllowed:
-                raise FetchFailed() from None
+    _running.deadline = watchdog = _Deadline(timeout)
+    try:
+        with _session(allow_private) as session:
+            for _hop in range(MAX_REDIRECTS + 1):
+                body, location = _get(session, url, max_bytes, deadline)
+                if location is None:
+                    return body
+                url = urljoin(url, location)
+                try:
+                    check_url(url)
+                except UrlNotAllowed:
+                    raise FetchFailed() from None
+    finally:
+        watchdog.cancel()
+        _running.deadline = None
     log.info("fetch refused: more than %d redirects", MAX_REDIRECTS)
     raise FetchFailed()
 
@@ -199,6 +278,8 @@ def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> 
             raise FetchFailed()
         chunk = response.raw.read1(_CHUNK, decode_content=False)
         if not chunk:
+            if time.monotonic() > deadline:  # the deadline shut the socket: a cut-off body
+                raise FetchFailed()
             return b"".join(chunks)
         total += len(chunk)
         if total > max_bytes:

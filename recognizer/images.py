@@ -81,7 +81,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def _scale_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
-    values = values.astype(np.float64)
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(values.max()) if values.size else 0.0
     if mode.startswith("I;16") or 255 < peak <= 65535:
         top = 65535.0

@@ -114,6 +114,13 @@ def test_only_the_first_frame_of_an_animation_is_used(monkeypatch):
     assert set(visited) <= {0}  # the other 299 frames are never decoded
 
 
+def test_a_non_finite_pixel_does_not_blacken_a_float_image():
+    values = np.full((4, 4), 100.0, dtype=np.float32)
+    values[0, 0], values[1, 1] = np.nan, np.inf
+    decoded = images.decode(png_bytes(Image.fromarray(values, mode="F"), format="TIFF"), 10**6)
+    assert decoded[3, 3].tolist() == [100, 100, 100] and decoded[0, 0].tolist() == [0, 0, 0]
+
+
 def test_read_file_refuses_directories_missing_and_oversized_files(tmp_path):
     with pytest.raises(InvalidParameter):
         images.read_file(tmp_path, 1000)
