@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 import sys
 import time
 import wsgiref.simple_server
@@ -114,6 +115,26 @@ def _strict(parse):
     return parse_or_refuse
 
 
+# What each JSON body field must be: hug's types would turn true into 1.0 or 5 into "5".
+_JSON_TYPES = {
+    "image_url": (str,), "name": (str,), "model": (str,), "tolerance": (int, float),
+    "top_k": (int,), "upsample": (int,), "largest_face": (bool,), "force": (bool,),
+}
+_JSON_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number",
+                    bool: "true or false"}
+
+
+def _json_object(body, **params):
+    """A JSON body: an object whose known fields have their JSON types."""
+    fields = _strict(hug.input_format.json)(body, **params)
+    if not isinstance(fields, dict):
+        raise errors.InvalidParameter("body", "malformed_body")
+    for name, allowed in _JSON_TYPES.items():
+        if name in fields and type(fields[name]) not in allowed:
+            raise errors.InvalidParameter(name, f"must be {_JSON_TYPE_NAMES[allowed[-1]]}")
+    return fields
+
+
 def _max_bytes():
     return get_service().settings.max_image_bytes
 
@@ -122,14 +143,14 @@ class BodyFormats(dict):
     """hug finds a body parser by exact content type; send every image/* type to the raw reader."""
 
     def get(self, content_type, default=None):
-        if content_type.startswith("image/"):
+        if content_type and content_type.startswith("image/"):
             return _raw_image
         return super().get(content_type, default)
 
 
 BODY = BodyFormats({
     "multipart/form-data": _multipart,
-    "application/json": _strict(hug.input_format.json),
+    "application/json": _json_object,
     "application/x-www-form-urlencoded": _strict(hug.input_format.urlencoded),
 })
 
@@ -191,6 +212,15 @@ def health(faces: face_service):
 def openapi():
     """This API's OpenAPI 3 description (openapi.yaml), open to everyone like /health."""
     return _openapi_document()
+
+
+def _methods_of(path):
+    """The methods openapi.yaml lists for a path, and OPTIONS."""
+    for template, operations in _openapi_document().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template)), path):
+            return sorted(method.upper() for method in operations if method != "parameters") + [
+                "OPTIONS"]
+    return ["OPTIONS"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -291,9 +321,12 @@ def harden(request, response, resource):
     """Every response: not cached, not sniffed; falcon's own 405 in the service's JSON shape."""
     response.set_header("Cache-Control", "no-store")
     response.set_header("X-Content-Type-Options", "nosniff")
-    if response.status == falcon.HTTP_405:
+    if response.status == falcon.HTTP_405 or request.method not in falcon.COMBINED_METHODS:
+        response.status = falcon.HTTP_405
         response.content_type = "application/json; charset=utf-8"
         response.body = json.dumps({"errors": {"method": "method_not_allowed"}})
+        if not response.get_header("Allow"):  # falcon names them, except for unknown methods
+            response.set_header("Allow", ", ".join(_methods_of(request.path)))
 
 
 @hug.response_middleware()

@@ -29,6 +29,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # a time per process. The HOG detector is cheap to make, so each thread has its own.
 _dlib_lock = threading.Lock()
 _local = threading.local()
+# Images narrower than this hold no detectable face (HOG's window is 80 px, 20 px at upsample 2);
+# dlib's CNN detector corrupts memory on images of a few pixels, so they never reach it.
+MIN_DETECT_SIDE = 20
 log = logging.getLogger(__name__)
 
 
@@ -106,6 +109,8 @@ def detect_scaled(image: np.ndarray, scale: float, model: str = "hog",
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1
                              else cv2.INTER_LINEAR)
+    if min(resized.shape[:2]) < MIN_DETECT_SIDE:  # no face fits; dlib's CNN crashes on these
+        return []
     found = _locate(resized, model, upsample)
     boxes = [_to_original(location, scale, width, height) for location in found]
     return sorted((box for box in boxes if box.area > 0), key=lambda box: box.area, reverse=True)
