@@ -293,20 +293,20 @@ class Store:
         return faces
 
     def _rebuild(self, without: int | None = None) -> Gallery:
+        return Gallery.from_encodings(self._by_person(without))
+
+    def _by_person(self, without: int | None = None) -> dict[str, list[np.ndarray]]:
         by_person: dict[str, list[np.ndarray]] = {}
         for face_id, (name, encoding) in self._faces.items():
             if face_id != without:
                 by_person.setdefault(name, []).append(encoding)
-        return Gallery.from_encodings(by_person)
+        return by_person
 
     def encodings(self) -> dict[str, list[np.ndarray]]:
         """Every enrolled encoding, by person."""
         with self._lock:
             self.gallery()
-            by_person: dict[str, list[np.ndarray]] = {}
-            for name, encoding in self._faces.values():
-                by_person.setdefault(name, []).append(encoding)
-            return by_person
+            return self._by_person()
 
     def gallery_without(self, face_id: int) -> Gallery:
         """The gallery as it would be without one face (not cached: for checking a replacement)."""

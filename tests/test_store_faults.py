@@ -415,12 +415,17 @@ def test_forgetting_after_a_restart_of_every_connection(tmp_path):
 # -- deletion that is interrupted or held up ------------------------------------------------
 
 
-def test_forget_with_a_long_reader_open_still_deletes_from_every_file(tmp_path):
-    path = tmp_path / "s.sqlite3"
-    store = Store(path)
-    secret = encoding()
+def ada_and_bob(path):
+    """A store with two people; returns it and ada's encoding, the one that must disappear."""
+    store, secret = Store(path), encoding()
     store.add_face("ada", secret, "url:a")
     store.add_face("bob", encoding(), "url:b")
+    return store, secret
+
+
+def test_forget_with_a_long_reader_open_still_deletes_from_every_file(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    store, secret = ada_and_bob(path)
     backup = sqlite3.connect(path, isolation_level=None)  # e.g. a backup, or a sqlite3 shell
     backup.execute("BEGIN")
     backup.execute("SELECT COUNT(*) FROM faces").fetchone()
@@ -456,10 +461,7 @@ store.forget("ada")
 
 def test_a_crash_inside_forget_leaves_no_encodings_after_the_restart(tmp_path):
     path = tmp_path / "s.sqlite3"
-    store = Store(path)
-    secret = encoding()
-    store.add_face("ada", secret, "url:a")
-    store.add_face("bob", encoding(), "url:b")
+    store, secret = ada_and_bob(path)
     store.close()
     child = subprocess.run([sys.executable, "-c", CRASH_AT_CHECKPOINT, str(path)], cwd=ROOT,
                            env=os.environ | {"PYTHONPATH": str(ROOT)}, timeout=120)
