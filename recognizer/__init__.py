@@ -18,7 +18,7 @@ from .errors import (
 )
 from .matching import Gallery, best_match
 from .service import BuildReport, Enrolment, FaceService, Picture, Recognition, check_name
-from .store import Store
+from .store import Store, open_store
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -26,5 +26,5 @@ __all__ = [
     "BuildReport", "ConfigError", "Enrolment", "FaceService", "FetchFailed", "Gallery",
     "ImageTooLarge", "InvalidParameter", "Picture", "Recognition", "RecognizerError", "Settings",
     "Store", "UnknownPerson", "UnsupportedImage", "UnusableFace", "UrlNotAllowed", "best_match",
-    "check_name",
+    "check_name", "open_store",
 ]

@@ -97,3 +97,18 @@ class RateLimited(RecognizerError):
     def __init__(self, retry_after: int) -> None:
         super().__init__("rate", "rate_limited")
         self.retry_after = retry_after
+
+
+class UnknownFace(RecognizerError):
+    """The person has no face with that id."""
+
+    def __init__(self) -> None:
+        super().__init__("face_id", "unknown_face")
+
+
+class StoreUnavailable(RecognizerError):
+    """The store cannot be reached (a PostgreSQL server down or unreachable); nothing was
+    changed, and the request can be retried."""
+
+    def __init__(self) -> None:
+        super().__init__("store", "store_unavailable")

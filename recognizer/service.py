@@ -21,7 +21,7 @@ from .access import Gate
 from .config import Settings
 from .errors import ImageTooLarge, InvalidParameter, RecognizerError, UnusableFace
 from .matching import SAME_PERSON_LIMIT, Candidate, Match, best_match
-from .store import Person, Store
+from .store import Person, Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class FaceService:
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store if store is not None else Store(settings.store)
+        self.store = store if store is not None else open_store(settings.store)
         self.gate = Gate(settings.api_keys, settings.rate_limit, settings.rate_burst)
 
     # -- images -------------------------------------------------------------------------------

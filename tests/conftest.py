@@ -1,8 +1,10 @@
 """Shared fixtures: the photos in ../shared/faces, an isolated service, a local image server."""
 
+import contextlib
 import io
 import os
 import socket
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,63 @@ import api
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = Path(os.environ.get("FACEREC_TEST_FACES", ROOT.parent / "shared" / "faces")).resolve()
+# The store backend this run tests: "sqlite" (the default) or "postgresql", which needs
+# FACEREC_TEST_POSTGRES, the URL of a throwaway server (scripts/test starts one).
+BACKEND = os.environ.get("FACEREC_TEST_STORE", "sqlite")
+POSTGRES = os.environ.get("FACEREC_TEST_POSTGRES", "")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "backend(name): a test of one store backend only, run in "
+                            "that backend's pass of the suite and deselected in the other")
+    if BACKEND not in ("sqlite", "postgresql"):
+        raise pytest.UsageError(f"FACEREC_TEST_STORE={BACKEND!r}: sqlite or postgresql")
+    if BACKEND == "postgresql" and not POSTGRES:
+        raise pytest.UsageError("FACEREC_TEST_STORE=postgresql needs FACEREC_TEST_POSTGRES")
+
+
+def pytest_report_header(config):
+    return f"store backend: {BACKEND}"
+
+
+def pytest_collection_modifyitems(config, items):
+    other = [item for item in items
+             if any(mark.args[0] != BACKEND for mark in item.iter_markers("backend"))]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if item not in other]
+
+
+def postgres_admin():
+    """A connection to the test PostgreSQL server (autocommit)."""
+    import psycopg
+
+    return psycopg.connect(POSTGRES, autocommit=True)
+
+
+@contextlib.contextmanager
+def fresh_store(folder: Path):
+    """A location for a new, empty store of this run's backend: a SQLite file in folder, or a
+    schema of its own on the test PostgreSQL server (dropped afterwards)."""
+    if BACKEND == "sqlite":
+        yield str(folder / "store.sqlite3")
+        return
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with postgres_admin() as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with postgres_admin() as admin:
+            admin.execute("SET lock_timeout = '20s'")
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def store_location(tmp_path):
+    """Where a test's store lives (see fresh_store)."""
+    with fresh_store(tmp_path) as location:
+        yield location
 
 
 def face(relative: str) -> Path:
@@ -54,12 +113,12 @@ def httpserver_listen_address():
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, store_location, monkeypatch):
     """An isolated service: its own store and known_faces/, loopback URLs allowed."""
     for key in [key for key in os.environ if key.startswith("FACEREC_")]:
-        if key != "FACEREC_TEST_FACES":
+        if not key.startswith("FACEREC_TEST_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("FACEREC_STORE", str(tmp_path / "store.sqlite3"))
+    monkeypatch.setenv("FACEREC_STORE", store_location)
     monkeypatch.setenv("FACEREC_KNOWN_FACES_DIR", str(tmp_path / "known_faces"))
     monkeypatch.setenv("FACEREC_ALLOW_PRIVATE_NETWORKS", "1")
     api.get_service.cache_clear()

@@ -118,8 +118,8 @@ def run_cli(*args, env_vars):
                           env=os.environ | env_vars)
 
 
-def test_the_real_command_line(env, tree, tmp_path):
-    store = {"FACEREC_STORE": str(tmp_path / "cli.sqlite3"), "PYTHONWARNINGS": "ignore"}
+def test_the_real_command_line(env, tree, store_location):
+    store = {"FACEREC_STORE": store_location, "PYTHONWARNINGS": "ignore"}
     built = run_cli("build", str(tree), env_vars=store)
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["summary"] == {"enrolled": 3, "no_face": 1}

@@ -22,8 +22,8 @@ import requests
 from werkzeug import Response
 
 import api
-from conftest import face, free_port, no_face_image, upload
-from recognizer.store import Store
+from conftest import face, free_port, fresh_store, no_face_image, upload
+from recognizer.store import open_store
 from test_server import VENV_BIN, read_log, server, settings
 
 # Runs of 8 or more decimal numbers, however they are printed: a vector of some kind.
@@ -326,7 +326,7 @@ def test_image_url_tokens_stay_out_of_debug_logs(env, httpserver, caplog):
 
 def stored_encodings(store_path):
     def read():
-        store = Store(store_path)
+        store = open_store(store_path)
         try:
             return store.encodings()
         finally:
@@ -334,9 +334,9 @@ def stored_encodings(store_path):
     return read
 
 
-def test_the_development_server_logs_nothing_biometric(tmp_path, httpserver):
+def test_the_development_server_logs_nothing_biometric(store_location, httpserver):
     urls = Secrets(httpserver)
-    env_vars = settings(tmp_path) | {"FACEREC_RATE_LIMIT": "0"}
+    env_vars = settings(store_location) | {"FACEREC_RATE_LIMIT": "0"}
     port = free_port()
     command = [f"{VENV_BIN}/hug", "-f", "api.py", "-p", str(port)]
     with server(command, env_vars, port) as (base, log):
@@ -354,15 +354,15 @@ def gunicorn_run(tmp_path_factory, make_httpserver):
     tmp_path = tmp_path_factory.mktemp("gunicorn")
     make_httpserver.clear()
     urls = Secrets(make_httpserver)
-    env_vars = settings(tmp_path) | {"FACEREC_RATE_LIMIT": "0", "OPENBLAS_NUM_THREADS": "1"}
     access = Path(tmp_path / "access.log")
     port = free_port()
     command = [f"{VENV_BIN}/gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--timeout", "60",
                "--log-level", "debug", "--access-logfile", str(access), "api:__hug_wsgi__"]
-    with server(command, env_vars, port) as (base, log):
-        steps, enrolled = run_session(HttpClient(base), urls,
-                                      stored_encodings(env_vars["FACEREC_STORE"]))
-        output = read_log(log)
+    with fresh_store(tmp_path) as location:
+        env_vars = settings(location) | {"FACEREC_RATE_LIMIT": "0", "OPENBLAS_NUM_THREADS": "1"}
+        with server(command, env_vars, port) as (base, log):
+            steps, enrolled = run_session(HttpClient(base), urls, stored_encodings(location))
+            output = read_log(log)
     make_httpserver.clear()
     return steps, enrolled, urls, output, access.read_bytes()
 

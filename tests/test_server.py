@@ -4,6 +4,7 @@ import http.client
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ VENV_BIN = os.path.dirname(sys.executable)
 @contextmanager
 def server(command, env_vars, port):
     """Run a server process until the block ends; yields its base URL and its captured log."""
-    log = open(env_vars["FACEREC_STORE"] + f".{port}.log", "w+")
+    log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(command, cwd=ROOT, env=os.environ | env_vars, stdout=log,
                                stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -45,22 +46,23 @@ def read_log(log):
     return log.read()
 
 
-def settings(tmp_path):
-    return {"FACEREC_STORE": str(tmp_path / "store.sqlite3"), "FACEREC_ALLOW_PRIVATE_NETWORKS": "1",
+def settings(store_location):
+    return {"FACEREC_STORE": store_location, "FACEREC_ALLOW_PRIVATE_NETWORKS": "1",
             "PYTHONWARNINGS": "ignore"}
 
 
-def hug_server(tmp_path, port):
-    return server([f"{VENV_BIN}/hug", "-f", "api.py", "-p", str(port)], settings(tmp_path), port)
+def hug_server(store_location, port):
+    return server([f"{VENV_BIN}/hug", "-f", "api.py", "-p", str(port)], settings(store_location),
+                  port)
 
 
-def test_the_development_server_end_to_end(tmp_path, httpserver):
+def test_the_development_server_end_to_end(store_location, httpserver):
     photo = face("people/obama/obama.jpg")
     httpserver.expect_request("/obama.jpg").respond_with_data(photo.read_bytes(),
                                                               content_type="image/jpeg")
     image_url = httpserver.url_for("/obama.jpg") + "?token=SECRET-SIGNATURE"
     port = free_port()
-    with hug_server(tmp_path, port) as (base, log):
+    with hug_server(store_location, port) as (base, log):
         enrolled = requests.get(f"{base}/enroll", params={"name": "obama", "image_url": image_url})
         assert enrolled.status_code == 201 and enrolled.json()["faces"] == 1
 
@@ -72,7 +74,7 @@ def test_the_development_server_end_to_end(tmp_path, httpserver):
         cli = subprocess.run(
             [f"{VENV_BIN}/hug", "-f", "api.py", "-c", "enroll", "biden",
              str(face("people/biden/biden.jpg"))],
-            cwd=ROOT, env=os.environ | settings(tmp_path), capture_output=True, timeout=120)
+            cwd=ROOT, env=os.environ | settings(store_location), capture_output=True, timeout=120)
         assert cli.returncode == 0, cli.stderr
         with open(face("misc/two_people.jpg"), "rb") as probe:
             both = requests.post(f"{base}/recognize", data=probe.read(),
@@ -86,7 +88,7 @@ def test_the_development_server_end_to_end(tmp_path, httpserver):
     assert "SECRET-SIGNATURE" not in server_log and "obama.jpg" not in server_log
     assert "GET /enroll 201" in server_log
 
-    with hug_server(tmp_path, free_port()) as (base, _):  # a restart loses nothing
+    with hug_server(store_location, free_port()) as (base, _):  # a restart loses nothing
         people = requests.get(f"{base}/people").json()
     assert people == {"people": [{"name": "biden", "faces": 1}, {"name": "obama", "faces": 1}],
                       "total": 2}
@@ -104,12 +106,12 @@ def _declared_body_status(port, length):
     return response.status
 
 
-def test_gunicorn_workers_see_each_others_enrolments(tmp_path):
+def test_gunicorn_workers_see_each_others_enrolments(store_location):
     """The production command of the README: a worker per core, one OpenBLAS thread each."""
     port = free_port()
     command = [f"{VENV_BIN}/gunicorn", "-w", str(max(2, os.cpu_count())), "-b",
                f"127.0.0.1:{port}", "--timeout", "60", "api:__hug_wsgi__"]
-    with server(command, settings(tmp_path) | {"OPENBLAS_NUM_THREADS": "1"}, port) as (base, log):
+    with server(command, settings(store_location) | {"OPENBLAS_NUM_THREADS": "1"}, port) as (base, log):
         with open(face("people/obama/obama.jpg"), "rb") as photo:
             enrolled = requests.post(f"{base}/enroll", params={"name": "obama"},
                                      files={"image": photo})
@@ -130,3 +132,29 @@ def test_gunicorn_workers_see_each_others_enrolments(tmp_path):
                 if len(workers) == 2:
                     break
         assert len(workers) >= 2 and set(names) == {"obama"}
+
+
+def test_two_services_on_one_store_see_each_others_changes_at_once(store_location):
+    """Two service processes (two hosts, in production) on one store: an enrolment, a rename
+    and a deletion made through one are seen by the other's very next request."""
+    probe = face("people/obama/obama2.jpg").read_bytes()
+
+    def names(base):
+        answer = requests.post(f"{base}/recognize", data=probe,
+                               headers={"Content-Type": "image/jpeg"})
+        return [found["name"] for found in answer.json()["faces"]]
+
+    with hug_server(store_location, free_port()) as (one, _), \
+            hug_server(store_location, free_port()) as (other, _):
+        assert names(other) == [None]
+        with open(face("people/obama/obama.jpg"), "rb") as photo:
+            enrolled = requests.post(f"{one}/enroll", params={"name": "obama"},
+                                     files={"image": photo})
+        assert enrolled.status_code == 201
+        assert names(other) == ["obama"]
+        renamed = requests.post(f"{other}/people/obama/rename", params={"new_name": "Barack"})
+        assert renamed.status_code == 200, renamed.text
+        assert names(one) == ["Barack"]
+        assert requests.delete(f"{one}/people/Barack").status_code == 200
+        assert names(other) == [None]
+        assert requests.get(f"{other}/health").json()["faces"] == 0

@@ -1,13 +1,17 @@
-"""The SQLite store: persistence, sharing between processes, deletion that really deletes."""
+"""The store, on this run's backend: persistence, sharing between processes, people management,
+deletion that really deletes. Backend-specific behaviour is marked with its backend."""
 
 import multiprocessing
 import sqlite3
+from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
-from recognizer.errors import UnknownPerson
-from recognizer.store import Store, blob_to_encoding, encoding_to_blob
+from conftest import postgres_admin
+from recognizer.errors import StoreUnavailable, UnknownFace, UnknownPerson
+from recognizer.store import base, blob_to_encoding, encoding_to_blob, open_store
 
 rng = np.random.default_rng(11)
 
@@ -16,20 +20,44 @@ def encoding():
     return rng.normal(size=128) * 0.1
 
 
-def test_a_restart_loses_nothing(tmp_path):
-    path = tmp_path / "store.sqlite3"
-    first = Store(path)
+@pytest.fixture
+def two(store_location):
+    """Two connections to one store: a server worker and the CLI (or two hosts)."""
+    server, cli = open_store(store_location), open_store(store_location)
+    yield server, cli
+    server.close()
+    cli.close()
+
+
+def record_sql(store):
+    """Every statement the store runs from now on."""
+    statements, execute = [], store._execute
+
+    def recording(sql, parameters=()):
+        statements.append(sql)
+        return execute(sql, parameters)
+
+    store._execute = recording
+    return statements
+
+
+def face_reads(statements):
+    return [s for s in statements if "FROM faces f JOIN people p ON p.id = f.person_id" in s]
+
+
+def test_a_restart_loses_nothing(store_location):
+    first = open_store(store_location)
     face_id, count = first.add_face("ada", encoding(), "url:abc")
     first.add_face("ada", encoding(), "sha256:def")
     first.close()
-    reopened = Store(path)
+    reopened = open_store(store_location)
     assert [(p.name, p.faces) for p in reopened.people()] == [("ada", 2)]
     assert reopened.gallery().names == ("ada",) and reopened.gallery().faces == 2
-    assert (face_id, count) == (1, 1)
+    assert count == 1 and [f.id for f in reopened.person("ada").faces][0] == face_id
 
 
-def test_another_connection_sees_new_faces_without_a_restart(tmp_path):
-    server, cli = Store(tmp_path / "s.sqlite3"), Store(tmp_path / "s.sqlite3")
+def test_another_connection_sees_new_faces_without_a_restart(two):
+    server, cli = two
     server.add_face("ada", encoding(), "url:a")
     assert server.gallery().names == ("ada",)
     cli.add_face("bob", encoding(), "url:b")
@@ -38,84 +66,151 @@ def test_another_connection_sees_new_faces_without_a_restart(tmp_path):
     assert server.gallery().names == ("bob",)
 
 
-def test_the_gallery_is_reused_until_something_changes(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    store.add_face("ada", encoding(), "url:a")
-    assert store.gallery() is store.gallery()
-    before = store.gallery()
-    store.add_face("ada", encoding(), "url:b")
-    assert store.gallery() is not before and store.gallery().faces == 2
+def test_the_gallery_is_not_read_again_until_something_changes(two):
+    server, cli = two
+    cli.add_face("ada", encoding(), "url:a")
+    assert server.gallery().faces == 1
+    statements = record_sql(server)
+    for _ in range(3):
+        assert server.gallery().names == ("ada",)
+    assert face_reads(statements) == [] and not any("face_changes WHERE seq >" in s
+                                                     for s in statements)
+    cli.add_face("ada", encoding(), "url:b")
+    assert server.gallery().faces == 2
 
 
-def full_reads(statements):
-    return [s for s in statements if "FROM faces f JOIN people p" in s and "WHERE" not in s]
-
-
-def test_a_change_elsewhere_reads_only_the_faces_that_changed(tmp_path):
-    server, cli = Store(tmp_path / "s.sqlite3"), Store(tmp_path / "s.sqlite3")
+def test_a_change_elsewhere_reads_only_the_faces_that_changed(two):
+    server, cli = two
     for name in ("ada", "bob", "cy"):
         cli.add_face(name, encoding(), "url:x")
-    statements = []
-    server._db.set_trace_callback(statements.append)
-    assert server.gallery().faces == 3 and len(full_reads(statements)) == 1  # the first load
+    statements = record_sql(server)
+    assert server.gallery().faces == 3 and len(face_reads(statements)) == 1  # the first load
     statements.clear()
     new = encoding()
-    cli.add_face("dee", new, "url:d")
+    dee, _ = cli.add_face("dee", new, "url:d")
     cli.forget("ada")
     gallery = server.gallery()
     assert gallery.names == ("bob", "cy", "dee")
     assert gallery.distance_to("dee", new) == pytest.approx(0.0)
-    assert full_reads(statements) == []
-    reads = [s for s in statements if "WHERE f.id IN" in s]
-    assert len(reads) == 1 and reads[0].endswith("WHERE f.id IN (4)")  # dee's face alone
+    reads = face_reads(statements)
+    assert len(reads) == 1 and reads[0].endswith("WHERE f.id IN (?)")  # dee's face alone
 
 
-def test_a_reused_face_id_is_not_mistaken_for_the_old_face(tmp_path):
-    server, cli = Store(tmp_path / "s.sqlite3"), Store(tmp_path / "s.sqlite3")
+def test_a_reused_face_id_is_not_mistaken_for_the_old_face(two):
+    server, cli = two
     cli.add_face("ada", encoding(), "url:a")
-    last_id, _ = cli.add_face("bob", encoding(), "url:b")
+    cli.add_face("bob", encoding(), "url:b")
     assert server.gallery().names == ("ada", "bob")
     cli.forget("bob")
-    reused, _ = cli.add_face("cy", newest := encoding(), "url:c")
-    assert reused == last_id  # SQLite hands out the deleted id again
+    cli.add_face("cy", newest := encoding(), "url:c")  # SQLite hands out bob's id again
     gallery = server.gallery()
     assert gallery.names == ("ada", "cy") and gallery.distance_to("cy", newest) == 0.0
 
 
-def test_a_process_too_far_behind_reloads_everything(tmp_path, monkeypatch):
-    monkeypatch.setattr("recognizer.store._CHANGES_KEPT", 2)
-    server, cli = Store(tmp_path / "s.sqlite3"), Store(tmp_path / "s.sqlite3")
+def test_a_process_too_far_behind_reloads_everything(two, monkeypatch):
+    monkeypatch.setattr(base, "_CHANGES_KEPT", 2)
+    server, cli = two
     cli.add_face("ada", encoding(), "url:a")
     assert server.gallery().names == ("ada",)
     for name in ("bob", "cy", "dee", "eve"):
         cli.add_face(name, encoding(), "url:x")
     cli.forget("bob")
-    (kept,) = cli._db.execute("SELECT COUNT(*) FROM face_changes").fetchone()
+    (kept,) = cli._one("SELECT COUNT(*) FROM face_changes")
     assert kept <= 3
     assert server.gallery().names == ("ada", "cy", "dee", "eve")
 
 
-def test_forget_deletes_the_encoding_bytes_from_every_file(tmp_path):
-    path = tmp_path / "s.sqlite3"
-    store = Store(path)
-    secret = encoding()
-    store.add_face("ada", secret, "url:a")
-    store.add_face("bob", encoding(), "url:b")
-    needle = encoding_to_blob(secret)
-    files = [path, path.with_name(path.name + "-wal")]
-    assert any(needle in f.read_bytes() for f in files if f.exists())
-    assert store.forget("ada") == 1
-    assert not any(needle in f.read_bytes() for f in files if f.exists())
+def test_people_are_listed_in_name_order_a_page_at_a_time(store_location):
+    store = open_store(store_location)
+    for name in ("Émile", "bob", "Ada", "ada", "Zoë"):
+        store.add_face(name, encoding(), "url:x")
+    store.add_face("bob", encoding(), "url:y")
+    everyone = [(p.name, p.faces) for p in store.people()]
+    assert everyone == [("Ada", 1), ("Zoë", 1), ("ada", 1), ("bob", 2), ("Émile", 1)]
+    assert [p.name for p in store.people(offset=1, limit=2)] == ["Zoë", "ada"]
+    assert store.people(offset=5) == [] and store.counts() == (5, 6)
+
+
+def test_a_person_lists_their_faces_with_ids_sources_and_dates(store_location):
+    store = open_store(store_location)
+    first, _ = store.add_face("ada", encoding(), "url:abc")
+    second, _ = store.add_face("ada", encoding(), "file:ada/2.jpg")
+    record = store.person("ada")
+    assert record.name == "ada" and record.created_at.endswith("+00:00")
+    assert [(f.id, f.source) for f in record.faces] == [(first, "url:abc"),
+                                                        (second, "file:ada/2.jpg")]
     with pytest.raises(UnknownPerson):
-        store.forget("ada")
+        store.person("bob")
 
 
-def test_the_store_file_is_private_to_its_owner(tmp_path):
-    Store(tmp_path / "s.sqlite3")
-    assert (tmp_path / "s.sqlite3").stat().st_mode & 0o077 == 0
+def test_deleting_one_face_leaves_the_others_and_the_last_takes_the_person(two):
+    server, cli = two
+    first, _ = cli.add_face("ada", one := encoding(), "url:a")
+    second, _ = cli.add_face("ada", other := encoding(), "url:b")
+    cli.add_face("bob", encoding(), "url:c")
+    assert server.gallery().distance_to("ada", (one + other) / 2) == pytest.approx(0.0)
+    with pytest.raises(UnknownFace):
+        cli.delete_face("bob", first)  # ada's face, not bob's
+    assert cli.delete_face("ada", first) == 1
+    assert server.gallery().distance_to("ada", other) == pytest.approx(0.0)
+    assert cli.delete_face("ada", second) == 0
+    assert server.gallery().names == ("bob",) and [p.name for p in cli.people()] == ["bob"]
+    with pytest.raises(UnknownPerson):
+        cli.delete_face("ada", second)
 
 
-def test_encodings_round_trip_as_raw_floats_and_bad_ones_are_refused(tmp_path):
+def test_a_face_deleted_from_a_built_file_is_not_built_again(store_location):
+    store = open_store(store_location)
+    face_id = store.record_file("ada/1.jpg", "hash1", "ada", "enrolled", encoding())
+    store.delete_face("ada", face_id)
+    assert store.file_is_current("ada/1.jpg", "hash1")
+    assert not store.file_is_current("ada/1.jpg", "hash2")  # new bytes are built
+
+
+def test_rename_gives_the_faces_a_new_name_or_merges_them(two):
+    server, cli = two
+    cli.add_face("ada", a := encoding(), "url:a")
+    cli.record_file("ada/1.jpg", "h", "ada", "enrolled", b := encoding())
+    cli.add_face("Ada L", c := encoding(), "url:c")
+    assert server.gallery().names == ("Ada L", "ada")
+    assert cli.rename("ada", "Ada Lovelace") == (2, False)
+    assert server.gallery().names == ("Ada L", "Ada Lovelace")
+    assert cli.rename("Ada L", "Ada Lovelace") == (3, True)
+    gallery = server.gallery()
+    assert gallery.names == ("Ada Lovelace",) and gallery.faces == 3
+    assert gallery.distance_to("Ada Lovelace", (a + b + c) / 3) == pytest.approx(0.0)
+    assert cli.rename("Ada Lovelace", "Ada Lovelace") == (3, False)
+    with pytest.raises(UnknownPerson):
+        cli.rename("ada", "x")
+    assert cli.forget("Ada Lovelace") == 3
+    assert not cli.file_is_current("ada/1.jpg", "h")  # the file went with its new owner
+
+
+def test_import_adds_every_face_at_once_and_only_once(two):
+    server, cli = two
+    names = ["ada", "bob", "ada"]
+    encodings = np.stack([encoding() for _ in names])
+    assert cli.import_encodings(names, encodings, "import:abc") == 3
+    assert cli.import_encodings(names, encodings, "import:abc") == 0
+    assert server.gallery().names == ("ada", "bob") and server.gallery().faces == 3
+    assert [f.source for f in cli.person("ada").faces] == ["import:abc#0", "import:abc#2"]
+    with pytest.raises(ValueError):  # nothing at all is added when one row is bad
+        cli.import_encodings(["cy", "dee"], np.stack([encoding(), np.full(128, np.nan)]), "i:x")
+    assert server.gallery().faces == 3 and cli.counts() == (2, 3)
+
+
+def test_export_returns_every_encoding_by_name(store_location):
+    store = open_store(store_location)
+    faces = [("bob", encoding()), ("ada", encoding()), ("bob", encoding())]
+    for name, face in faces:
+        store.add_face(name, face, "url:x")
+    exported = store.export()
+    assert exported.names == ["ada", "bob", "bob"]
+    assert np.array_equal(exported.encodings, np.stack([faces[1][1], faces[0][1], faces[2][1]]))
+    assert store.encodings()["bob"][1].tolist() == faces[2][1].tolist()
+
+
+def test_encodings_round_trip_as_raw_floats_and_bad_ones_are_refused(store_location):
     original = encoding()
     assert np.array_equal(blob_to_encoding(encoding_to_blob(original)), original)
     for bad in (np.zeros(127), np.full(128, np.nan), np.full(128, np.inf)):
@@ -123,27 +218,28 @@ def test_encodings_round_trip_as_raw_floats_and_bad_ones_are_refused(tmp_path):
             encoding_to_blob(bad)
     with pytest.raises(ValueError):
         blob_to_encoding(np.full(128, np.nan).tobytes())
-    store = Store(tmp_path / "s.sqlite3")
-    with pytest.raises(sqlite3.IntegrityError):  # the schema itself refuses a short blob
-        with store._write() as db:
-            db.execute("INSERT INTO people (name, created_at) VALUES ('x', 'now')")
-            db.execute("INSERT INTO faces (person_id, encoding, source, created_at)"
-                       " VALUES (1, x'00', 's', 'now')")
+    store = open_store(store_location)
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):  # the schema refuses
+        with store._write():
+            store._execute("INSERT INTO people (name, created_at) VALUES ('x', 'now')")
+            store._execute("INSERT INTO faces (person_id, encoding, source, created_at)"
+                           " SELECT id, ?, 's', 'now' FROM people", (b"\0",))
     assert store.counts() == (0, 0)
 
 
-def test_a_corrupt_row_is_left_out_and_logged(tmp_path, caplog):
-    store = Store(tmp_path / "s.sqlite3")
+def test_a_corrupt_row_is_left_out_and_logged(store_location, caplog):
+    store = open_store(store_location)
     store.add_face("ada", encoding(), "url:a")
-    store.add_face("bob", encoding(), "url:b")
-    with store._write() as db:  # tampering from outside the service
-        db.execute("UPDATE faces SET encoding = ? WHERE id = 2", (np.full(128, np.nan).tobytes(),))
+    bob, _ = store.add_face("bob", encoding(), "url:b")
+    with store._write():  # tampering from outside the service
+        store._execute("UPDATE faces SET encoding = ? WHERE id = ?",
+                       (np.full(128, np.nan).tobytes(), bob))
     assert store.gallery().names == ("ada",)
-    assert "face 2 has a corrupt encoding" in caplog.text
+    assert f"face {bob} has a corrupt encoding" in caplog.text
 
 
-def test_build_records_replace_the_face_of_a_changed_file(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
+def test_build_records_replace_the_face_of_a_changed_file(store_location):
+    store = open_store(store_location)
     store.record_file("ada/1.jpg", "hash1", "ada", "enrolled", encoding())
     assert store.file_is_current("ada/1.jpg", "hash1")
     assert not store.file_is_current("ada/1.jpg", "hash2")
@@ -154,30 +250,107 @@ def test_build_records_replace_the_face_of_a_changed_file(tmp_path):
     assert store.file_is_current("ada/1.jpg", "hash3")
 
 
-def test_a_forgotten_persons_files_are_built_again(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
+def test_a_forgotten_persons_files_are_built_again(store_location):
+    store = open_store(store_location)
     store.record_file("ada/1.jpg", "hash1", "ada", "enrolled", encoding())
     store.forget("ada")
     assert not store.file_is_current("ada/1.jpg", "hash1")
+    with pytest.raises(UnknownPerson):
+        store.forget("ada")
 
 
-def _enrol_many(path, worker, count):
-    store = Store(path)
+def _enrol_many(location, worker, count):
+    store = open_store(location)
     for index in range(count):
         store.add_face(f"person-{worker}", np.full(128, worker + index / 1000), f"url:{index}")
     store.close()
 
 
-def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path):
-    path = tmp_path / "s.sqlite3"
-    Store(path).close()
+def test_concurrent_writers_from_several_processes_lose_nothing(store_location):
+    observer = open_store(store_location)
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_enrol_many, args=(path, w, 25)) for w in range(4)]
+    workers = [context.Process(target=_enrol_many, args=(store_location, w, 25))
+               for w in range(4)]
     for worker in workers:
         worker.start()
+    seen = []
+    while any(worker.is_alive() for worker in workers):
+        seen.append(observer.gallery().faces)  # a reader following along never goes back
     for worker in workers:
         worker.join(60)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
-    store = Store(path)
-    assert store.counts() == (4, 100)
-    assert store._db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert seen == sorted(seen) and observer.counts() == (4, 100)
+    assert open_store(store_location).counts() == (4, 100)
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+@pytest.mark.backend("sqlite")
+def test_sqlite_forget_deletes_the_encoding_bytes_from_every_file(store_location):
+    path = Path(store_location)
+    store = open_store(store_location)
+    secret = encoding()
+    store.add_face("ada", secret, "url:a")
+    store.add_face("bob", encoding(), "url:b")
+    needle = encoding_to_blob(secret)
+    files = [path, path.with_name(path.name + "-wal")]
+    assert any(needle in f.read_bytes() for f in files if f.exists())
+    assert store.forget("ada") == 1
+    assert not any(needle in f.read_bytes() for f in files if f.exists())
+
+
+@pytest.mark.backend("sqlite")
+def test_sqlite_store_file_is_private_to_its_owner(store_location):
+    open_store(store_location)
+    assert Path(store_location).stat().st_mode & 0o077 == 0
+    assert open_store(store_location)._one("PRAGMA integrity_check") == ("ok",)
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.mark.backend("postgresql")
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+def test_postgresql_forget_deletes_the_encoding_bytes_from_the_table_file(store_location,
+                                                                          position):
+    """Wherever the row sat in its page (a plain VACUUM leaves the last one's bytes behind)."""
+    store = open_store(store_location)
+    secret, others = encoding(), {"first": (0, 9), "middle": (4, 5), "last": (9, 0)}[position]
+    for index in range(others[0]):
+        store.add_face(f"before {index}", encoding(), "url:x")
+    store.add_face("ada", secret, "url:a")
+    for index in range(others[1]):
+        store.add_face(f"after {index}", encoding(), "url:x")
+    table = store_location.rsplit("%3D", 1)[1] + ".faces"
+
+    def table_bytes():
+        with postgres_admin() as admin:
+            admin.execute("CHECKPOINT")
+            folder = admin.execute("SHOW data_directory").fetchone()[0]
+            path = admin.execute("SELECT pg_relation_filepath(%s)", (table,)).fetchone()[0]
+        return (Path(folder) / path).read_bytes()
+
+    needle = encoding_to_blob(secret)
+    assert needle in table_bytes()
+    assert store.forget("ada") == 1
+    assert needle not in table_bytes()
+
+
+@pytest.mark.backend("postgresql")
+def test_postgresql_a_lost_connection_is_a_503_then_reconnects(store_location):
+    store = open_store(store_location)
+    store.add_face("ada", encoding(), "url:a")
+    (pid,) = store._one("SELECT pg_backend_pid()")
+    with postgres_admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StoreUnavailable):
+        store.add_face("bob", encoding(), "url:b")
+    assert store.add_face("bob", encoding(), "url:b")[1] == 1  # a new connection
+    assert store.gallery().names == ("ada", "bob")
+
+
+@pytest.mark.backend("postgresql")
+def test_postgresql_an_unreachable_server_is_store_unavailable():
+    with pytest.raises(StoreUnavailable):
+        open_store("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")

@@ -1,5 +1,6 @@
-"""The store under faults: writers killed with SIGKILL, many concurrent writers, deletion that
-must leave nothing behind in any file (main database, -wal, -shm).
+"""The store under faults: writers killed with SIGKILL and many concurrent writers (on this
+run's backend), and, on SQLite, deletion that must leave nothing behind in any file (main
+database, -wal, -shm; PostgreSQL's table file is checked in test_store.py).
 
 Child processes come from multiprocessing's fork server, which imports ``recognizer.store`` once
 and then forks a clean child per round (no SQLite connection is ever carried across a fork); the
@@ -23,7 +24,8 @@ import numpy as np
 import pytest
 
 from recognizer.errors import UnknownPerson
-from recognizer.store import Store, encoding_to_blob
+from conftest import BACKEND
+from recognizer.store import encoding_to_blob, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 200
@@ -52,8 +54,16 @@ def digest(encoding) -> str:
     return hashlib.sha256(encoding_to_blob(encoding)).hexdigest()[:16]
 
 
-def integrity(db) -> list:
-    return db.execute("PRAGMA integrity_check").fetchall()
+def integrity(store) -> list:
+    """The backend's own check (SQLite), and that no face or file points at nothing."""
+    problems = store._execute("PRAGMA integrity_check").fetchall() if BACKEND == "sqlite" else []
+    problems = [row for row in problems if row != ("ok",)]
+    problems += store._execute("SELECT 'orphan face', f.id FROM faces f LEFT JOIN people p"
+                               " ON p.id = f.person_id WHERE p.id IS NULL").fetchall()
+    problems += store._execute("SELECT 'orphan file', r.path FROM files r LEFT JOIN faces f"
+                               " ON f.id = r.face_id WHERE r.face_id IS NOT NULL"
+                               " AND f.id IS NULL").fetchall()
+    return problems or [("ok",)]
 
 
 # -- crash test: kill -9 at random moments -----------------------------------------------------
@@ -64,10 +74,10 @@ def integrity(db) -> list:
 CRASH_CHILD = """
 import hashlib, random
 import numpy as np
-from recognizer.store import Store, encoding_to_blob
+from recognizer.store import encoding_to_blob, open_store
 
 rng = random.Random(seed)
-store = Store(path)
+store = open_store(path)
 conn.send(("ready",))
 names = [f"p{i}" for i in range(5)]
 files = [f"p{i}/{j}.jpg" for i in range(5) for j in range(2)]
@@ -132,14 +142,14 @@ class Model:
         return sum(1 for person, _ in self.faces.values() if person == name)
 
 
-def snapshot(db):
+def snapshot(store):
     """(faces, files, people) as stored."""
     faces = {face_id: (name, hashlib.sha256(blob).hexdigest()[:16]) for face_id, name, blob in
-             db.execute("SELECT f.id, p.name, f.encoding FROM faces f"
-                        " JOIN people p ON p.id = f.person_id")}
+             store._execute("SELECT f.id, p.name, f.encoding FROM faces f"
+                            " JOIN people p ON p.id = f.person_id").fetchall()}
     files = {path: (person, face_id) for path, person, face_id in
-             db.execute("SELECT path, person, face_id FROM files")}
-    people = {name for (name,) in db.execute("SELECT name FROM people")}
+             store._execute("SELECT path, person, face_id FROM files").fetchall()}
+    people = {name for (name,) in store._execute("SELECT name FROM people").fetchall()}
     return faces, files, people
 
 
@@ -171,15 +181,16 @@ def run_until_killed(context, path, seed, delay, wait_ready):
 
 
 @pytest.mark.timeout(900)
-def test_writers_killed_at_random_moments_never_corrupt_or_lose_a_commit(tmp_path, context):
-    path = tmp_path / "s.sqlite3"
+def test_writers_killed_at_random_moments_never_corrupt_or_lose_a_commit(tmp_path, context,
+                                                                         store_location):
+    path = store_location
     chance = random.Random(20240607)
     model = Model()
     observer = None  # sometimes a long-lived reader (a server worker) is open during the round
     stats = Counter()
     for round_ in range(ROUNDS):
         if observer is None and chance.random() < 0.5:
-            observer = Store(path)
+            observer = open_store(path)
         elif observer is not None and chance.random() < 0.3:
             observer.close()
             observer = None
@@ -202,11 +213,10 @@ def test_writers_killed_at_random_moments_never_corrupt_or_lose_a_commit(tmp_pat
                 stats["done"] += 1
         stats["ready"] += any(m[0] == "ready" for m in messages)
 
-        store = Store(path)  # it opens after every kill
+        store = open_store(path)  # it opens after every kill
         try:
-            assert integrity(store._db) == [("ok",)], f"round {round_}"
-            assert store._db.execute("PRAGMA foreign_key_check").fetchall() == []
-            faces, files, people = snapshot(store._db)
+            assert integrity(store) == [("ok",)], f"round {round_}"
+            faces, files, people = snapshot(store)
             counted = store.counts()
         finally:
             store.close()
@@ -236,8 +246,8 @@ def test_writers_killed_at_random_moments_never_corrupt_or_lose_a_commit(tmp_pat
             assert observer.gallery().faces == len(faces)
     if observer is not None:
         observer.close()
-    leftovers = {p.name for p in tmp_path.iterdir()} - {"s.sqlite3", "s.sqlite3-wal",
-                                                         "s.sqlite3-shm"}
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"store.sqlite3", "store.sqlite3-wal",
+                                                         "store.sqlite3-shm"}
     assert not leftovers
     print(f"\ncrash test: {ROUNDS} kills, {dict(stats)}, {len(model.faces)} faces at the end")
     # the loop tested something: operations completed, and kills landed inside operations
@@ -250,9 +260,9 @@ def test_writers_killed_at_random_moments_never_corrupt_or_lose_a_commit(tmp_pat
 WRITER_CHILD = """
 import hashlib
 import numpy as np
-from recognizer.store import Store, encoding_to_blob
+from recognizer.store import encoding_to_blob, open_store
 
-store = Store(path)
+store = open_store(path)
 start.wait(120)
 done = []
 rng = np.random.default_rng(worker)
@@ -267,10 +277,10 @@ conn.send(done)
 
 
 @pytest.mark.timeout(600)
-def test_eight_processes_enrolling_fifty_faces_each_lose_nothing(tmp_path, context):
-    path = tmp_path / "s.sqlite3"
-    Store(path).close()
-    observer = Store(path)
+def test_eight_processes_enrolling_fifty_faces_each_lose_nothing(store_location, context):
+    path = store_location
+    open_store(path).close()
+    observer = open_store(path)
     assert observer.gallery().faces == 0
     start = context.Event()
     pipes, workers = [], []
@@ -291,9 +301,9 @@ def test_eight_processes_enrolling_fifty_faces_each_lose_nothing(tmp_path, conte
         process.join(60)
     assert [p.exitcode for p in workers] == [0] * 8
 
-    store = Store(path)
-    assert integrity(store._db) == [("ok",)]
-    faces, _, people = snapshot(store._db)
+    store = open_store(path)
+    assert integrity(store) == [("ok",)]
+    faces, _, people = snapshot(store)
     assert store.counts() == (9, 400) and len(faces) == 400
     assert len({face_id for face_id, *_ in reports}) == 400  # no id handed out twice
     assert faces == {face_id: (name, code) for face_id, name, _, code in reports}
@@ -304,7 +314,7 @@ def test_eight_processes_enrolling_fifty_faces_each_lose_nothing(tmp_path, conte
     assert sorted(by_person.pop("shared")) == list(range(1, 81))
     assert all(sorted(counts) == list(range(1, 41)) for counts in by_person.values())
     assert len(by_person) == 8
-    (changes,) = store._db.execute("SELECT COUNT(*) FROM face_changes WHERE added = 1").fetchone()
+    (changes,) = store._one("SELECT COUNT(*) FROM face_changes WHERE added = 1")
     assert changes == 400
     # a reader opened before all of it sees every face, read incrementally
     assert observer.gallery().faces == 400
@@ -340,9 +350,10 @@ def traces(files: dict[str, bytes], encodings, extra: list[bytes] = ()) -> list[
     return found
 
 
+@pytest.mark.backend("sqlite")
 def test_forgetting_a_person_leaves_none_of_their_encodings_in_any_file(tmp_path):
     path = tmp_path / "s.sqlite3"
-    cli, server = Store(path), Store(path)  # two connections: the CLI and a server worker
+    cli, server = open_store(path), open_store(path)  # the CLI and a server worker
     for index in range(20):
         cli.add_face(f"before-{index}", encoding(), "url:before")
     ada, sources = [], []
@@ -387,25 +398,26 @@ def test_forgetting_a_person_leaves_none_of_their_encodings_in_any_file(tmp_path
         for row in cli._db.execute(f"SELECT * FROM {table}"):
             blobs = [v for v in row if isinstance(v, bytes)]
             assert table == "faces" or not blobs, table
-    assert integrity(cli._db) == [("ok",)]
+    assert integrity(cli) == [("ok",)]
 
     cli.close()
     server.close()
     assert traces(store_files(path), ada) == []
 
 
+@pytest.mark.backend("sqlite")
 def test_forgetting_after_a_restart_of_every_connection(tmp_path):
     """Her faces all in the main file (every connection closed, the WAL merged and removed),
     then a fresh process forgets her."""
     path = tmp_path / "s.sqlite3"
-    store = Store(path)
+    store = open_store(path)
     ada = [encoding() for _ in range(12)]
     for index, face in enumerate(ada):
         store.add_face("ada", face, "url:a")
         store.add_face(f"other-{index}", encoding(), "url:o")
     store.close()
     assert set(store_files(path)) == {"s.sqlite3"} and traces(store_files(path), ada)
-    store = Store(path)
+    store = open_store(path)
     assert store.forget("ada") == 12
     store.add_face("late", encoding(), "url:l")
     assert traces(store_files(path), ada) == []
@@ -417,12 +429,13 @@ def test_forgetting_after_a_restart_of_every_connection(tmp_path):
 
 def ada_and_bob(path):
     """A store with two people; returns it and ada's encoding, the one that must disappear."""
-    store, secret = Store(path), encoding()
+    store, secret = open_store(str(path)), encoding()
     store.add_face("ada", secret, "url:a")
     store.add_face("bob", encoding(), "url:b")
     return store, secret
 
 
+@pytest.mark.backend("sqlite")
 def test_forget_with_a_long_reader_open_still_deletes_from_every_file(tmp_path):
     path = tmp_path / "s.sqlite3"
     store, secret = ada_and_bob(path)
@@ -441,7 +454,7 @@ def test_forget_with_a_long_reader_open_still_deletes_from_every_file(tmp_path):
 
 CRASH_AT_CHECKPOINT = """
 import os, signal, sys
-from recognizer.store import Store
+from recognizer.store import open_store
 
 class CrashAtCheckpoint:
     def __init__(self, db):
@@ -453,12 +466,13 @@ class CrashAtCheckpoint:
     def __getattr__(self, name):
         return getattr(self.db, name)
 
-store = Store(sys.argv[1])
+store = open_store(sys.argv[1])
 store._db = CrashAtCheckpoint(store._db)
 store.forget("ada")
 """
 
 
+@pytest.mark.backend("sqlite")
 def test_a_crash_inside_forget_leaves_no_encodings_after_the_restart(tmp_path):
     path = tmp_path / "s.sqlite3"
     store, secret = ada_and_bob(path)
@@ -466,7 +480,7 @@ def test_a_crash_inside_forget_leaves_no_encodings_after_the_restart(tmp_path):
     child = subprocess.run([sys.executable, "-c", CRASH_AT_CHECKPOINT, str(path)], cwd=ROOT,
                            env=os.environ | {"PYTHONPATH": str(ROOT)}, timeout=120)
     assert child.returncode == -signal.SIGKILL
-    restarted = Store(path)  # the server comes back and carries on
+    restarted = open_store(path)  # the server comes back and carries on
     assert [p.name for p in restarted.people()] == ["bob"]  # the deletion was committed
     for index in range(20):
         restarted.add_face(f"later-{index}", encoding(), "url:l")

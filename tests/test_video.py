@@ -18,7 +18,7 @@ import pytest
 from werkzeug.wrappers import Response
 
 import api
-from conftest import ROOT, face
+from conftest import ROOT, face, fresh_store
 from recognizer import FaceService, Settings, video
 from recognizer.errors import VideoUnavailable
 from recognizer.faces import Box
@@ -44,11 +44,12 @@ def service(env):
 def watched(tmp_path_factory):
     """The clip watched once, with the default choices, and its annotated copy."""
     folder = tmp_path_factory.mktemp("watched")
-    service = FaceService(Settings(store=str(folder / "store.sqlite3")))
-    enrol_people(service)
-    output = folder / "annotated.mp4"
-    events = list(video.watch(service, str(face(CLIP)), output=str(output)))
-    service.store.close()
+    with fresh_store(folder) as location:
+        service = FaceService(Settings(store=location))
+        enrol_people(service)
+        output = folder / "annotated.mp4"
+        events = list(video.watch(service, str(face(CLIP)), output=str(output)))
+        service.store.close()
     return events, output
 
 

@@ -1,0 +1,40 @@
+"""The encodings store: people, their faces and where each face came from.
+
+Two backends share one behaviour (``base.Store``): SQLite, a file beside the service (the
+default), and PostgreSQL, for workers on several hosts (``FACEREC_STORE=postgresql://...``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .base import (
+    Export,
+    FaceRecord,
+    Person,
+    PersonRecord,
+    Store,
+    blob_to_encoding,
+    encoding_to_blob,
+)
+
+
+def open_store(location: str | os.PathLike, index_above: int | None = None) -> Store:
+    """Open the store at a location: a ``postgresql://`` (or ``postgres://``) URL, or else the
+    path of a SQLite file (created if missing).
+
+    :param index_above: people above which the gallery searches with an approximate index
+    """
+    options = {} if index_above is None else {"index_above": index_above}
+    location = os.fspath(location)
+    if location.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(location, **options)
+    from .sqlite import SqliteStore
+
+    return SqliteStore(location, **options)
+
+
+__all__ = ["Export", "FaceRecord", "Person", "PersonRecord", "Store", "blob_to_encoding",
+           "encoding_to_blob", "open_store"]

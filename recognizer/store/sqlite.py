@@ -1,0 +1,112 @@
+"""The SQLite store: one file beside the service, shared by every process on this host.
+
+The database runs in WAL mode, so a server's readers never block the CLI's writes; every write
+is one ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue instead of failing. Another
+connection's commits show in ``PRAGMA data_version``. Deleting overwrites the rows
+(``secure_delete``) and checkpoints the WAL, so deleted encodings leave the files on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Sequence
+
+from .base import Store
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS people (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS faces (
+        id INTEGER PRIMARY KEY,
+        person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+        encoding BLOB NOT NULL CHECK (length(encoding) = 1024),
+        source TEXT NOT NULL,
+        created_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS faces_by_person ON faces(person_id)",
+    "CREATE INDEX IF NOT EXISTS faces_by_source ON faces(source)",
+    # what `build` has already processed: a second run skips files whose bytes have not changed
+    """CREATE TABLE IF NOT EXISTS files (
+        path TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        person TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        face_id INTEGER REFERENCES faces(id) ON DELETE SET NULL,
+        updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS files_by_face ON files(face_id)",
+    "CREATE INDEX IF NOT EXISTS files_by_person ON files(person)",
+    # every face added, removed or moved to another person, in commit order
+    """CREATE TABLE IF NOT EXISTS face_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        face_id INTEGER NOT NULL,
+        added INTEGER NOT NULL)""",
+    "CREATE TRIGGER IF NOT EXISTS face_added AFTER INSERT ON faces BEGIN"
+    " INSERT INTO face_changes (face_id, added) VALUES (NEW.id, 1); END",
+    "CREATE TRIGGER IF NOT EXISTS face_removed AFTER DELETE ON faces BEGIN"
+    " INSERT INTO face_changes (face_id, added) VALUES (OLD.id, 0); END",
+    "CREATE TRIGGER IF NOT EXISTS face_moved AFTER UPDATE OF person_id ON faces BEGIN"
+    " INSERT INTO face_changes (face_id, added) VALUES (NEW.id, 1); END",
+)
+log = logging.getLogger(__name__)
+
+
+class SqliteStore(Store):
+    """A SQLite store shared by every process that opens the same file."""
+
+    def __init__(self, path: str | Path, **options: Any) -> None:
+        super().__init__(**options)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # biometric data: readable by the owner only
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._version: int | None = None
+        self._checkpoint_pending = False
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+                       "secure_delete=ON", "busy_timeout=30000"):
+            self._db.execute(f"PRAGMA {pragma}")
+        with self._write():  # executescript() would commit on its own; keep it one transaction
+            for statement in _SCHEMA:
+                self._execute(statement)
+        self._reclaim()  # a deletion may have been cut off before its checkpoint: finish it
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _execute(self, sql: str, parameters: Sequence = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, parameters)
+
+    def _insert_faces(self, rows: list[tuple[int, bytes, str, str]]) -> None:
+        self._db.executemany("INSERT INTO faces (person_id, encoding, source, created_at)"
+                             " VALUES (?, ?, ?, ?)", rows)
+
+    def _begin_write(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def _begin_snapshot(self) -> None:
+        self._db.execute("BEGIN")
+
+    def _changed_elsewhere(self) -> bool:
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        changed, self._version = version != self._version, version
+        return changed
+
+    def _after_write(self) -> None:
+        if self._checkpoint_pending:
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """Copy the WAL into the main file and empty it, so that rows overwritten by a deletion
+        leave both files. A reader holding an old snapshot can make it give up; then it is
+        tried again after every write until it succeeds."""
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self._checkpoint_pending = bool(busy)
+        if busy:
+            log.warning("a reader held the store open: deleted data leaves the WAL later")
