@@ -96,13 +96,14 @@ def test_a_change_elsewhere_reads_only_the_faces_that_changed(two):
     assert len(reads) == 1 and reads[0].endswith("WHERE f.id IN (?)")  # dee's face alone
 
 
-def test_a_reused_face_id_is_not_mistaken_for_the_old_face(two):
+def test_a_deleted_face_id_is_never_handed_out_again(two):
     server, cli = two
     cli.add_face("ada", encoding(), "url:a")
-    cli.add_face("bob", encoding(), "url:b")
+    bob, _ = cli.add_face("bob", encoding(), "url:b")
     assert server.gallery().names == ("ada", "bob")
     cli.forget("bob")
-    cli.add_face("cy", newest := encoding(), "url:c")  # SQLite hands out bob's id again
+    cy, _ = cli.add_face("cy", newest := encoding(), "url:c")
+    assert cy > bob  # a client holding bob's face id can never delete cy's face with it
     gallery = server.gallery()
     assert gallery.names == ("ada", "cy") and gallery.distance_to("cy", newest) == 0.0
 
@@ -305,6 +306,32 @@ def test_sqlite_store_file_is_private_to_its_owner(store_location):
     open_store(store_location)
     assert Path(store_location).stat().st_mode & 0o077 == 0
     assert open_store(store_location)._one("PRAGMA integrity_check") == ("ok",)
+
+
+@pytest.mark.backend("sqlite")
+def test_sqlite_a_store_from_before_face_ids_were_exposed_stops_reusing_them(store_location):
+    old = sqlite3.connect(store_location)
+    old.executescript("""
+        CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                             created_at TEXT NOT NULL);
+        CREATE TABLE faces (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL
+                            REFERENCES people(id) ON DELETE CASCADE, encoding BLOB NOT NULL,
+                            source TEXT NOT NULL, created_at TEXT NOT NULL);
+        CREATE TABLE files (path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, person TEXT NOT NULL,
+                            outcome TEXT NOT NULL, face_id INTEGER REFERENCES faces(id)
+                            ON DELETE SET NULL, updated_at TEXT NOT NULL);
+        INSERT INTO people VALUES (1, 'ada', 'then'), (2, 'bob', 'then');""")
+    old.executemany("INSERT INTO faces VALUES (?, ?, ?, 'url:x', 'then')",
+                    [(1, 1, encoding_to_blob(encoding())), (2, 2, encoding_to_blob(encoding()))])
+    old.execute("INSERT INTO files VALUES ('bob/1.jpg', 'h', 'bob', 'enrolled', 2, 'then')")
+    old.commit()
+    old.close()
+    store = open_store(store_location)
+    assert store.file_face("bob/1.jpg") == 2 and store.gallery().names == ("ada", "bob")
+    store.forget("bob")
+    assert store.add_face("cy", encoding(), "url:c")[0] == 3
+    assert store._one("PRAGMA foreign_key_check") is None
+    assert store._one("PRAGMA integrity_check") == ("ok",)
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------

@@ -265,11 +265,13 @@ class Store:
         """Add many precomputed faces in one transaction: all of them, or none on any error.
 
         :param source: where they came from; face i gets the source ``f"{source}#{i}"``
-        :return: how many faces were added; 0 when faces from this source are already stored
+        :return: how many faces were added; 0 when any face from this source is still stored
         """
         blobs = [encoding_to_blob(row) for row in encodings]
         with self._write():
-            if self._one("SELECT 1 FROM faces WHERE source = ?", (f"{source}#0",)):
+            prefix = f"{source}#"
+            if self._one("SELECT 1 FROM faces WHERE substr(source, 1, ?) = ? LIMIT 1",
+                         (len(prefix), prefix)):
                 return 0
             ids = self._people_ids(sorted(set(names)))
             now = _now()

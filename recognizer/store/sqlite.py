@@ -22,7 +22,7 @@ _SCHEMA = (
         name TEXT NOT NULL UNIQUE,
         created_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS faces (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
         encoding BLOB NOT NULL CHECK (length(encoding) = 1024),
         source TEXT NOT NULL,
@@ -70,10 +70,35 @@ class SqliteStore(Store):
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
                        "secure_delete=ON", "busy_timeout=30000"):
             self._db.execute(f"PRAGMA {pragma}")
+        self._create_schema()
+        if self._never_reuse_face_ids():
+            self._create_schema()  # the rebuilt faces table's index and triggers
+        self._reclaim()  # a deletion may have been cut off before its checkpoint: finish it
+
+    def _create_schema(self) -> None:
         with self._write():  # executescript() would commit on its own; keep it one transaction
             for statement in _SCHEMA:
                 self._execute(statement)
-        self._reclaim()  # a deletion may have been cut off before its checkpoint: finish it
+
+    def _never_reuse_face_ids(self) -> bool:
+        """Stores made before face ids were exposed let SQLite hand a deleted face's id to the
+        next one; rebuild their faces table with AUTOINCREMENT, keeping every id.
+
+        :return: whether the table was rebuilt
+        """
+        row = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'faces'").fetchone()
+        if "AUTOINCREMENT" in row[0]:
+            return False
+        self._db.execute("PRAGMA foreign_keys = OFF")  # files keep their face ids throughout
+        try:
+            with self._write():  # SQLite's documented way to change a table's definition
+                self._execute(_SCHEMA[1].replace("EXISTS faces (", "EXISTS faces_new ("))
+                self._execute("INSERT INTO faces_new SELECT * FROM faces")
+                self._execute("DROP TABLE faces")  # its index and triggers are made again below
+                self._execute("ALTER TABLE faces_new RENAME TO faces")
+        finally:
+            self._db.execute("PRAGMA foreign_keys = ON")
+        return True
 
     def close(self) -> None:
         with self._lock:
