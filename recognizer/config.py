@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from .access import Key, parse_keys, read_key_file
+from .gallery import INDEX_ABOVE
 from .quality import QualityLimits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +75,7 @@ class Settings:
     api_keys: tuple[Key, ...] = field(default=(), repr=False)
     rate_limit: float = 10.0
     rate_burst: int = 20
+    index_above: int = INDEX_ABOVE  # people above which the gallery searches with faiss
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[bool, str]] = {
@@ -94,6 +96,7 @@ class Settings:
             "fetch_timeout": (0 < self.fetch_timeout <= 120, "must be > 0 and <= 120 seconds"),
             "rate_limit": (0 <= self.rate_limit <= 10_000, "must be 0 (off) to 10000 a second"),
             "rate_burst": (1 <= self.rate_burst <= 100_000, "must be 1 to 100000"),
+            "index_above": (self.index_above >= 0, "must be 0 (always the index) or more"),
         }
         for name, (ok, message) in checks.items():
             if not ok:
@@ -118,7 +121,7 @@ class Settings:
             "max_yaw": float, "max_pitch": float, "max_roll": float, "model": _model,
             "upsample": int, "detect_max_side": int, "max_faces": int, "max_image_bytes": int,
             "max_image_pixels": int, "fetch_timeout": float, "allow_private_networks": _flag,
-            "rate_limit": float, "rate_burst": int,
+            "rate_limit": float, "rate_burst": int, "index_above": int,
         }
         values: dict[str, object] = {}
         for name, parse in parsers.items():

@@ -1,4 +1,5 @@
-"""Decide who a face is, or that it is nobody enrolled. Pure numpy, no dlib.
+"""Decide who a face is, or that it is nobody enrolled. Pure numpy, no dlib; the people to
+search are a :class:`~recognizer.gallery.Gallery` (re-exported here).
 
 The rule, measured on an open-set protocol (``scripts/eval_openset.py``):
 
@@ -24,7 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ENCODING_SIZE = 128
+from .gallery import ENCODING_SIZE, Gallery
+
+__all__ = ["ENCODING_SIZE", "IMPOSTOR_DISTANCE", "SAME_PERSON_LIMIT", "Candidate", "Gallery",
+           "Match", "best_match", "confidence", "ratio_to_second"]
+
 # The median distance between encodings of two different people on lfw_dev (106,464 pairs).
 IMPOSTOR_DISTANCE = 0.81
 # 99% of pairs of photos of the same person on lfw_dev (489 pairs) are closer than this: a new
@@ -54,73 +59,26 @@ class Match:
     candidates: list[Candidate] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Gallery:
-    """Every enrolled person as the centroid of their encodings, in name order."""
-
-    names: tuple[str, ...]
-    counts: np.ndarray
-    centroids: np.ndarray
-    sq_norms: np.ndarray
-
-    @classmethod
-    def from_encodings(cls, by_person: dict[str, list[np.ndarray]]) -> "Gallery":
-        """Build a gallery from {name: [encoding, ...]}; people without encodings are left out."""
-        names = tuple(name for name, rows in sorted(by_person.items()) if len(rows))
-        if not names:
-            return cls.empty()
-        centroids = np.ascontiguousarray(
-            [np.asarray(by_person[name], dtype=np.float64).mean(axis=0) for name in names]
-        )
-        counts = np.array([len(by_person[name]) for name in names], dtype=np.intp)
-        return cls(names, counts, centroids, np.einsum("ij,ij->i", centroids, centroids))
-
-    @classmethod
-    def empty(cls) -> "Gallery":
-        """A gallery with nobody in it."""
-        return cls((), np.zeros(0, np.intp), np.zeros((0, ENCODING_SIZE)), np.zeros(0))
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def faces(self) -> int:
-        """How many encodings the centroids were made from."""
-        return int(self.counts.sum())
-
-    def person_distances(self, encoding: np.ndarray) -> np.ndarray:
-        """Euclidean distance from encoding to each person's centroid."""
-        squared = self.sq_norms - 2.0 * (self.centroids @ encoding) + float(encoding @ encoding)
-        return np.sqrt(np.maximum(squared, 0.0))
-
-    def distance_to(self, name: str, encoding: np.ndarray) -> float | None:
-        """Distance from encoding to one person's centroid; None if they are not enrolled."""
-        if name not in self.names:
-            return None
-        return float(np.linalg.norm(self.centroids[self.names.index(name)] - encoding))
-
-
 def best_match(encoding: np.ndarray, gallery: Gallery, tolerance: float, ratio: float,
-               top_k: int = 3) -> Match:
+               top_k: int = 3, without: int | None = None) -> Match:
     """Decide who the face with this encoding is.
 
     :param tolerance: largest distance at which the nearest person is named (lower is stricter)
     :param ratio: largest fraction of the second-nearest person's distance that the nearest
         person's may be (lower is stricter; 1 turns the test off)
     :param top_k: how many nearest people to list as candidates
+    :param without: a face id to leave out of the gallery (e.g. the face being replaced)
     :return: Match naming the nearest person when both tests pass, else name None
     """
-    if not len(gallery):
+    people = gallery.nearest(encoding, max(top_k, 2), without)
+    if not people:
         return Match(name=None, distance=None, confidence=None, candidates=[])
-    distances = gallery.person_distances(encoding)
-    order = np.argsort(distances, kind="stable")
-    candidates = [Candidate(gallery.names[i], round(float(distances[i]), 4))
-                  for i in order[:top_k]]
-    nearest = float(distances[order[0]])
-    relative = ratio_to_second(nearest, float(distances[order[1]]) if len(order) > 1 else None)
+    candidates = [Candidate(name, round(distance, 4)) for name, distance in people[:top_k]]
+    nearest = people[0][1]
+    relative = ratio_to_second(nearest, people[1][1] if len(people) > 1 else None)
     if nearest > tolerance or relative > ratio:
         return Match(name=None, distance=None, confidence=None, candidates=candidates)
-    return Match(name=candidates[0].name, distance=candidates[0].distance,
+    return Match(name=people[0][0], distance=round(nearest, 4),
                  confidence=confidence(nearest, relative), candidates=candidates)
 
 

@@ -116,7 +116,7 @@ class FaceService:
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store if store is not None else open_store(settings.store)
+        self.store = store if store is not None else open_store(settings.store, settings.index_above)
         self.gate = Gate(settings.api_keys, settings.rate_limit, settings.rate_burst)
 
     # -- images -------------------------------------------------------------------------------
@@ -224,13 +224,13 @@ class FaceService:
 
         :param replacing: the face the new one replaces, left out of the comparison
         """
-        gallery = (self.store.gallery() if replacing is None
-                   else self.store.gallery_without(replacing))
+        gallery = self.store.gallery()
         warnings: list[dict] = []
-        own = gallery.distance_to(name, encoding)
+        own = gallery.distance_to(name, encoding, without=replacing)
         if own is not None and own > SAME_PERSON_LIMIT:
             warnings.append({"code": "unlike_existing_faces", "distance": round(own, 4)})
-        match = best_match(encoding, gallery, self.settings.tolerance, self.settings.ratio)
+        match = best_match(encoding, gallery, self.settings.tolerance, self.settings.ratio,
+                           without=replacing)
         if match.name not in (None, name):
             warnings.append({"code": "resembles_another_person", "person": match.name,
                              "distance": match.distance})

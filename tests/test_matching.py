@@ -40,7 +40,7 @@ def test_a_person_is_the_centroid_of_their_faces():
     faces = [near(A, 0.3), near(A, 0.3), near(A, 0.3)]
     gallery = Gallery.from_encodings({"ann": faces, "bob": [B]})
     expected = np.linalg.norm(np.mean(faces, axis=0) - A)
-    assert gallery.person_distances(A)[0] == pytest.approx(expected, abs=1e-9)
+    assert dict(gallery.nearest(A, 2))["ann"] == pytest.approx(expected, abs=1e-9)
     assert gallery.distance_to("ann", A) == pytest.approx(expected, abs=1e-9)
     assert gallery.distance_to("nobody", A) is None
     assert len(gallery) == 2 and gallery.faces == 4
@@ -82,15 +82,15 @@ def test_top_k_and_an_empty_gallery():
                                       for i, name in enumerate("abcdef")})
     assert [c.name for c in best_match(A, gallery, 0.5, 0.82, top_k=2).candidates] == ["a", "b"]
     assert len(best_match(A, gallery, 0.5, 0.82, top_k=10).candidates) == 6
-    empty = best_match(A, Gallery.empty(), 0.5, 0.82)
+    empty = best_match(A, Gallery(), 0.5, 0.82)
     assert empty.name is None and empty.candidates == []
 
 
 def test_distances_equal_numpys_euclidean_norm():
     gallery = Gallery.from_encodings({"a": [A, B], "b": [C]})
     probe = near(B, 0.3)
-    expected = [np.linalg.norm((A + B) / 2 - probe), np.linalg.norm(C - probe)]
-    assert gallery.person_distances(probe) == pytest.approx(expected, abs=1e-9)
+    expected = {"a": np.linalg.norm((A + B) / 2 - probe), "b": np.linalg.norm(C - probe)}
+    assert dict(gallery.nearest(probe, 2)) == pytest.approx(expected, abs=1e-9)
 
 
 def test_confidence_is_a_probability_that_falls_with_distance_and_ratio():
@@ -109,5 +109,29 @@ def test_confidence_is_a_probability_that_falls_with_distance_and_ratio():
 def test_a_match_carries_the_confidence_of_its_distance_and_ratio():
     gallery = Gallery.from_encodings({"ann": [near(A, 0.35)], "bob": [near(A, 0.6)]})
     match = best_match(A, gallery, tolerance=0.5, ratio=0.82)
-    distance, second = gallery.person_distances(A)
+    (_, distance), (_, second) = gallery.nearest(A, 2)
     assert match.confidence == confidence(distance, ratio_to_second(distance, second))
+
+
+def test_a_face_left_out_counts_for_nothing():
+    gallery = Gallery.from_encodings({"ann": [near(A, 0.2), near(A, 1.6)], "bob": [near(A, 0.45)]})
+    assert best_match(A, gallery, tolerance=0.5, ratio=0.82).name == "bob"  # ann's is ~0.8 away
+    assert best_match(A, gallery, tolerance=0.5, ratio=0.82, without=1).name == "ann"
+    alone = best_match(A, gallery, tolerance=0.5, ratio=1.0, without=2)  # bob's only face
+    assert [c.name for c in alone.candidates] == ["ann"]
+
+
+def test_the_answers_are_those_of_the_old_frozen_gallery():
+    """best_match's outputs are the frozen gallery's: the centroid arithmetic, written out."""
+    people = {name: [rng.normal(size=128) * 0.1 for _ in range(1 + i % 3)]
+              for i, name in enumerate("abcdefghij")}
+    names = sorted(people)
+    centroids = np.array([np.mean(people[name], axis=0) for name in names])
+    gallery = Gallery.from_encodings(people)
+    for probe in [rng.normal(size=128) * 0.1 for _ in range(20)] + [people["c"][0]]:
+        squared = (centroids ** 2).sum(1) - 2.0 * (centroids @ probe) + probe @ probe
+        distances = np.sqrt(np.maximum(squared, 0.0))
+        order = np.argsort(distances, kind="stable")
+        match = best_match(probe, gallery, tolerance=0.9, ratio=0.95)
+        assert [c.name for c in match.candidates] == [names[i] for i in order[:3]]
+        assert [c.distance for c in match.candidates] == [round(distances[i], 4) for i in order[:3]]

@@ -21,10 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import UnknownFace, UnknownPerson
-try:
-    from ..gallery import Gallery
-except ImportError:  # interim
-    from ._interim import Gallery
+from ..gallery import Gallery
 from ..matching import ENCODING_SIZE
 
 # Changes kept for processes that have fallen behind; one further behind reloads everything.
@@ -378,10 +375,6 @@ class Store:
             self._execute("UPDATE files SET person = ? WHERE person = ?", (new_name, name))
             self._execute("DELETE FROM people WHERE id = ?", (source,))
             return self._face_count(target), merged
-
-    def gallery_without(self, face_id: int):  # interim
-        with self._lock:
-            return self.gallery().without(face_id)
 
     def counts(self) -> tuple[int, int]:
         """(people, faces) the service recognises: the gallery's, so it costs no query."""
