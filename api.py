@@ -35,10 +35,12 @@ _STATUS = {
     errors.UnsupportedImage: falcon.HTTP_415,
     errors.UnusableFace: falcon.HTTP_422,
     errors.UnknownPerson: falcon.HTTP_404,
+    errors.UnknownFace: falcon.HTTP_404,
     errors.VideoUnavailable: falcon.HTTP_400,
     errors.Unauthorized: falcon.HTTP_401,
     errors.Forbidden: falcon.HTTP_403,
     errors.RateLimited: falcon.HTTP_429,
+    errors.StoreUnavailable: falcon.HTTP_503,
 }
 
 
@@ -90,6 +92,31 @@ def person_name(value):
         raise InvalidValue(error.message) from None
 
 
+def _whole_number(value, low, high):
+    """Digits only (no sign, space, fraction or exponent), from low to high."""
+    if not re.fullmatch(r"[0-9]{1,19}", value) or not low <= int(value) <= high:
+        raise InvalidValue(f"must be a whole number from {low} to {high}")
+    return int(value)
+
+
+@hug.type(extend=hug.types.text)
+def page_number(value):
+    """A page of the list, from 1 to 1000000"""
+    return _whole_number(value, 1, recognizer.service.MAX_PAGE)
+
+
+@hug.type(extend=hug.types.text)
+def page_size(value):
+    """How many people a page lists, from 1 to 1000"""
+    return _whole_number(value, 1, recognizer.service.MAX_PAGE_SIZE)
+
+
+@hug.type(extend=hug.types.text)
+def face_id_number(value):
+    """A face's id, a whole number from 1"""
+    return _whole_number(value, 1, recognizer.service.MAX_FACE_ID)
+
+
 top_k = hug.types.in_range(1, 11)
 model = hug.types.one_of(("hog", "cnn"))
 upsample = hug.types.in_range(0, 3)
@@ -119,6 +146,7 @@ def _strict(parse):
 _JSON_TYPES = {
     "image_url": (str,), "name": (str,), "model": (str,), "tolerance": (int, float),
     "top_k": (int,), "upsample": (int,), "largest_face": (bool,), "force": (bool,),
+    "new_name": (str,),
 }
 _JSON_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number",
                     bool: "true or false"}
@@ -155,6 +183,33 @@ BODY = BodyFormats({
 })
 
 
+class OnlyTheseBodies(dict):
+    """Body parsers by content type, with no fallback to hug's defaults: other bodies are
+    ignored."""
+
+    def get(self, content_type, default=None):
+        return super().get(content_type)
+
+
+def _path_kept(parse):
+    """A body parser refusing a body that names the person: hug would let it replace the
+    path's name."""
+
+    def parse_and_check(body, **params):
+        fields = parse(body, **params)
+        if isinstance(fields, dict) and "name" in fields:
+            raise errors.InvalidParameter("name", "only_in_path")
+        return fields
+
+    return parse_and_check
+
+
+RENAME_BODY = OnlyTheseBodies({
+    "application/json": _path_kept(_json_object),
+    "application/x-www-form-urlencoded": _path_kept(_strict(hug.input_format.urlencoded)),
+})
+
+
 # -- HTTP endpoints --------------------------------------------------------------------------
 
 
@@ -188,18 +243,38 @@ def enroll(
 
 
 @cli
-@hug.get("/people")
-def people(faces: face_service):
-    """List everyone enrolled, with their face counts."""
-    listing = [dataclasses.asdict(person) for person in faces.people()]
-    return {"people": listing, "total": len(listing)}
+@hug.get("/people", parse_body=False)
+def people(faces: face_service, page: page_number = 1, size: page_size = 100):
+    """List everyone enrolled, in name order, a page at a time, with their face counts."""
+    return dataclasses.asdict(faces.people(page, size))
+
+
+@cli.name("person")
+@hug.get("/people/{name}", parse_body=False)
+def person(name: person_name, faces: face_service):
+    """One person: when they were enrolled, and each face's id, source and date."""
+    return dataclasses.asdict(faces.person(name))
 
 
 @cli.name("forget")
-@hug.delete("/people/{name}")
+@hug.delete("/people/{name}", parse_body=False)
 def forget(name: person_name, faces: face_service):
     """Delete a person and every face of theirs."""
     return {"name": name, "deleted_faces": faces.forget(name)}
+
+
+@cli.name("forget-face")
+@hug.delete("/people/{name}/faces/{face_id}", parse_body=False)
+def forget_face(name: person_name, face_id: face_id_number, faces: face_service):
+    """Delete one of a person's faces; the person is deleted with their last face."""
+    return {"name": name, "deleted_face": face_id, "faces_left": faces.forget_face(name, face_id)}
+
+
+@cli.name("rename")
+@hug.post("/people/{name}/rename", inputs=RENAME_BODY)
+def rename(name: person_name, new_name: person_name, faces: face_service):
+    """Rename a person; to a name somebody already has, the two become one person (a merge)."""
+    return dataclasses.asdict(faces.rename(name, new_name))
 
 
 @hug.get("/health")
@@ -256,12 +331,19 @@ def recognize_file(path: hug.types.text, faces: face_service, tolerance: toleran
 
 
 @cli.name("build")
-def build(faces: face_service, force: hug.types.smart_boolean = False, *directory):
-    """Enrol every photo of a folder-per-person tree (DIR, known_faces/ by default)."""
+def build(faces: face_service, force: hug.types.smart_boolean = False,
+          workers: hug.types.in_range(1, 65) = None, *directory):
+    """Enrol every photo of a folder-per-person tree (DIR, known_faces/ by default) with
+    WORKERS processes (one per core by default). Ctrl-C stops it and keeps what it recorded;
+    the next build carries on from there."""
     if len(directory) > 1:
         raise errors.InvalidParameter("directory", "give at most one directory")
     bar = functools.partial(tqdm, desc="build", unit="file", file=sys.stderr)
-    report = faces.build(*directory, force=force, progress=bar)
+    try:
+        report = faces.build(*directory, force=force, progress=bar, workers=workers)
+    except KeyboardInterrupt:
+        sys.stderr.write(json.dumps({"errors": {"build": "interrupted"}}) + "\n")
+        raise SystemExit(130) from None  # 128 + SIGINT, as the shell reports a Ctrl-C
     return {"files": report.files, "summary": report.summary(),
             "people": faces.health()["people"]}
 
@@ -277,6 +359,20 @@ def watch(source: hug.types.text, faces: face_service, output: hug.types.text = 
     for event in video.watch(faces, source, scale, every, tolerance, output):
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
+
+
+@cli.name("import-encodings")
+def import_encodings(file: hug.types.text, faces: face_service):
+    """Add the faces of an .npz holding arrays names (N strings) and encodings (N x 128), as a
+    face_recognition script saves them: all or none; a file imported before adds nothing."""
+    return dataclasses.asdict(faces.import_encodings(file))
+
+
+@cli.name("export-encodings")
+def export_encodings(file: hug.types.text, faces: face_service):
+    """Write every encoding, with its person's name, to an .npz that import-encodings reads
+    (owner-only, replaced atomically)."""
+    return dataclasses.asdict(faces.export_encodings(file))
 
 
 def _recognition(result):
@@ -314,6 +410,21 @@ def guard(request, response):
         if isinstance(refused, errors.RateLimited):
             response.set_header("Retry-After", str(refused.retry_after))
         response.complete = True
+
+
+@hug.middleware_class()
+class PathParametersStay:
+    """hug lets a query parameter replace a path parameter of the same name, so that
+    ``DELETE /people/alice?name=bob`` would delete bob: refuse such a request instead."""
+
+    def process_resource(self, request, response, resource, params):
+        """Before the endpoint runs: no path parameter may be given again in the query."""
+        repeated = sorted(set(params) & set(request.params))
+        if repeated:
+            response.status = falcon.HTTP_400
+            response.content_type = "application/json; charset=utf-8"
+            response.body = json.dumps({"errors": {repeated[0]: "only_in_path"}})
+            response.complete = True
 
 
 @hug.response_middleware()

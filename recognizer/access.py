@@ -2,8 +2,9 @@
 
 Keys come from FACEREC_API_KEYS (``key:scope`` entries separated by commas) and/or a key file
 (FACEREC_API_KEYS_FILE: one ``key:scope`` per line, ``#`` comments). A ``read`` key may recognise
-and list people; an ``admin`` key may also enrol and delete. Keys are compared in constant time:
-every stored key is compared, as a SHA-256 digest, whatever the presented key looks like.
+and list people; an ``admin`` key may also enrol, rename and delete. Keys are compared in
+constant time: every stored key is compared, as a SHA-256 digest, whatever the presented key
+looks like.
 With no keys at all the service is open, and says so once at start-up.
 
 The rate limit is a token bucket per key (per client address when the service is open):
@@ -27,6 +28,7 @@ from .errors import Forbidden, RateLimited, Unauthorized
 SCOPES = ("read", "admin")
 OPEN_PATHS = frozenset({"/health", "/openapi.json"})
 ADMIN_ROUTES = frozenset({("POST", "/enroll"), ("GET", "/enroll")})
+ADMIN_POSTS_UNDER = "/people/"  # POST /people/{name}/rename, and any later change to a person
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "x-api-key", "x_api_key", "token"})
 BUCKETS_KEPT = 10_000  # clients remembered by the rate limiter; the least recent are forgotten
 
@@ -80,11 +82,14 @@ def _digest(secret: str) -> bytes:
 
 
 def required_scope(method: str, path: str) -> str | None:
-    """The scope a request needs: None for the open paths, admin to change the store."""
+    """The scope a request needs: None for the open paths, admin to change the store (enrol,
+    delete, rename), read for everything else."""
     path = "/" + path.strip("/")
     if path in OPEN_PATHS:
         return None
     if (method, path) in ADMIN_ROUTES or method == "DELETE":
+        return "admin"
+    if method == "POST" and path.startswith(ADMIN_POSTS_UNDER):
         return "admin"
     return "read"
 

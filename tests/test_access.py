@@ -45,6 +45,11 @@ def test_scopes_by_route():
     assert required_scope("GET", "/people") == "read"
     assert required_scope("POST", "/enroll") == required_scope("GET", "/enroll") == "admin"
     assert required_scope("DELETE", "/people/ada") == "admin"
+    assert required_scope("GET", "/people/ada") == "read"
+    assert required_scope("DELETE", "/people/ada/faces/7") == "admin"
+    assert required_scope("POST", "/people/ada/rename") == "admin"
+    assert required_scope("POST", "/people/ada/rename/") == "admin"
+    assert required_scope("GET", "/people/ada/rename") == "read"  # not a route: 405 after the key
     assert required_scope("GET", "/no/such/route") == "read"  # unknown routes need a key too
 
 

@@ -117,7 +117,8 @@ def test_enroll_without_a_face_is_refused(env, serve):
     response = hug.test.get(api, "enroll", name="nobody", image_url=serve(no_face_image()))
     assert response.status == falcon.HTTP_422
     assert response.data == {"errors": {"image": "no_face"}}
-    assert hug.test.get(api, "people").data == {"people": [], "total": 0}
+    assert hug.test.get(api, "people").data == {"people": [], "total": 0, "page": 1,
+                                                "size": 100, "pages": 0}
 
 
 def test_enrolment_is_recognised_by_the_very_next_request(env, serve):
@@ -151,7 +152,8 @@ def test_enroll_by_upload_and_by_json_body(env, serve):
 def test_people_delete_and_health(obama_and_biden, serve):
     enroll_url(serve, "obama", "people/obama/obama1.jpg")
     assert hug.test.get(api, "people").data == {
-        "people": [{"name": "biden", "faces": 1}, {"name": "obama", "faces": 2}], "total": 2}
+        "people": [{"name": "biden", "faces": 1}, {"name": "obama", "faces": 2}], "total": 2,
+        "page": 1, "size": 100, "pages": 1}
     assert hug.test.get(api, "health").data == {"status": "ok", "people": 2, "faces": 3}
 
     deleted = hug.test.delete(api, "people/obama")

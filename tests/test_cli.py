@@ -34,7 +34,7 @@ def test_enroll_recognize_people_and_forget(env):
     assert [f["name"] for f in result["faces"]] == ["obama"]
     assert result["image"] == {"width": 626, "height": 1200}
     assert hug.test.cli("people", module=api) == {"people": [{"name": "obama", "faces": 1}],
-                                                  "total": 1}
+                                                  "total": 1, "page": 1, "size": 100, "pages": 1}
     assert hug.test.cli("forget", "obama", module=api) == {"name": "obama", "deleted_faces": 1}
     assert isinstance(hug.test.cli("forget", "obama", module=api), UnknownPerson)
 

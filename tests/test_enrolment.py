@@ -1,12 +1,10 @@
-"""Enrolment end to end: the quality gate and force, several photos per person, label warnings,
-and build's outcomes on a tree with a blurred and a misfiled photo.
+"""Enrolment end to end: the quality gate and force, several photos per person, label warnings
+(build's are in test_build.py).
 
 Real photos from ../shared/faces through the real dlib pipeline; the degraded copies (blurred,
 shrunk) are made here with Pillow from the official Obama portrait, whose face is about 250
 pixels across (dlib's box: 247).
 """
-
-import shutil
 
 import falcon
 import hug
@@ -53,7 +51,8 @@ def enroll_photo(name, photo):
 
 
 def assert_nothing_stored():
-    assert hug.test.get(api, "people").data == {"people": [], "total": 0}
+    assert hug.test.get(api, "people").data == {"people": [], "total": 0, "page": 1,
+                                                "size": 100, "pages": 0}
     assert hug.test.get(api, "health").data == {"status": "ok", "people": 0, "faces": 0}
 
 
@@ -77,7 +76,7 @@ def test_a_blurred_photo_is_refused_by_upload_and_by_url_unless_forced(env, serv
     assert forced.status == falcon.HTTP_201, forced.data
     assert forced.data["faces"] == 1 and forced.data["warnings"] == []
     assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "faces": 1}],
-                                                "total": 1}
+                                                "total": 1, "page": 1, "size": 100, "pages": 1}
     assert enroll_upload("obama", blurred, force="true").data["faces"] == 2  # upload + force
 
 
@@ -122,7 +121,7 @@ def test_photos_of_one_person_add_up_without_warnings_and_name_a_new_photo(env):
     assert [r.data["faces"] for r in (first, second, third)] == [1, 2, 3]
     assert [r.data["warnings"] for r in (first, second, third)] == [[], [], []]
     assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "faces": 3}],
-                                                "total": 1}
+                                                "total": 1, "page": 1, "size": 100, "pages": 1}
     probe = face("people/obama/obama3.jpg").read_bytes()  # never enrolled
     response = hug.test.post(api, "recognize", body=probe, headers={"content-type": "image/jpeg"})
     (only,) = response.data["faces"]
@@ -148,74 +147,3 @@ def test_a_new_name_for_an_enrolled_face_warns_that_it_resembles_another_person(
     (warning,) = response.data["warnings"]  # joe is new: nothing of his own to be unlike
     assert warning["code"] == "resembles_another_person" and warning["person"] == "biden"
     assert 0 < warning["distance"] <= api.get_service().settings.tolerance
-
-
-# -- build -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def misfiled(tmp_path, blurred):
-    """alice/: two photos of Obama and a blurred one; bob/: Biden and (misfiled) Obama."""
-    root = tmp_path / "tree"
-    (root / "alice").mkdir(parents=True)
-    (root / "bob").mkdir()
-    for photo in ("obama.jpg", "obama2.jpg"):
-        shutil.copy(face(f"people/obama/{photo}"), root / "alice")
-    (root / "alice" / "blurred.jpg").write_bytes(blurred)
-    shutil.copy(face("people/biden/biden.jpg"), root / "bob")
-    shutil.copy(face("people/obama/obama3.jpg"), root / "bob")
-    return root
-
-
-def by_file(report):
-    return {entry["file"]: entry for entry in report["files"]}
-
-
-def test_build_refuses_the_blurred_photo_and_flags_the_misfiled_one(env, misfiled):
-    report = hug.test.cli("build", str(misfiled), module=api)
-    files = by_file(report)
-    # in sorted order, so the misfiled Obama comes last, after everyone else is enrolled
-    assert list(files) == ["alice/blurred.jpg", "alice/obama.jpg", "alice/obama2.jpg",
-                           "bob/biden.jpg", "bob/obama3.jpg"]
-    assert {name: entry["outcome"] for name, entry in files.items()} == {
-        "alice/blurred.jpg": "blurry", "alice/obama.jpg": "enrolled",
-        "alice/obama2.jpg": "enrolled", "bob/biden.jpg": "enrolled",
-        "bob/obama3.jpg": "enrolled",
-    }
-    assert report["summary"] == {"blurry": 1, "enrolled": 4}
-    # Only the misfiled photo carries warnings. Coming last, it meets bob (Biden alone), whom it
-    # is unlike, and alice (two Obamas), whom it is recognised as: both warnings.
-    assert [name for name, entry in files.items() if "warnings" in entry] == ["bob/obama3.jpg"]
-    unlike, resembles = files["bob/obama3.jpg"]["warnings"]
-    assert unlike["code"] == "unlike_existing_faces" and unlike["distance"] > SAME_PERSON_LIMIT
-    assert resembles["code"] == "resembles_another_person" and resembles["person"] == "alice"
-    assert hug.test.get(api, "people").data == {
-        "people": [{"name": "alice", "faces": 2}, {"name": "bob", "faces": 2}], "total": 2}
-
-
-def test_a_second_build_is_unchanged_and_force_enrols_only_the_refused_photo(env, misfiled):
-    hug.test.cli("build", str(misfiled), module=api)
-    again = hug.test.cli("build", str(misfiled), module=api)
-    assert again["summary"] == {"unchanged": 5}
-    assert not any("warnings" in entry for entry in again["files"])
-
-    forced = hug.test.cli("build", str(misfiled), module=api, force=True)  # --force
-    outcomes = {name: entry["outcome"] for name, entry in by_file(forced).items()}
-    assert outcomes.pop("alice/blurred.jpg") == "enrolled"
-    assert set(outcomes.values()) == {"unchanged"}
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 2, "faces": 5}
-    assert hug.test.cli("build", str(misfiled), module=api)["summary"] == {"unchanged": 5}
-
-
-def test_a_replaced_photo_is_compared_with_the_others_not_with_the_face_it_replaces(env, tmp_path):
-    root = tmp_path / "tree"
-    (root / "bob").mkdir(parents=True)
-    shutil.copy(face(OBAMA), root / "bob" / "photo.jpg")  # the wrong photo of bob
-    hug.test.cli("build", str(root), module=api)
-    shutil.copy(face("people/biden/biden.jpg"), root / "bob" / "photo.jpg")  # put right
-    fixed = by_file(hug.test.cli("build", str(root), module=api))["bob/photo.jpg"]
-    assert fixed["outcome"] == "enrolled" and "warnings" not in fixed
-    assert hug.test.get(api, "people").data["people"] == [{"name": "bob", "faces": 1}]
-    shutil.copy(face("people/biden/biden2.jpg"), root / "bob" / "second.jpg")
-    second = by_file(hug.test.cli("build", str(root), module=api))["bob/second.jpg"]
-    assert second["outcome"] == "enrolled" and "warnings" not in second

@@ -188,7 +188,9 @@ def test_open_paths_and_scopes_are_declared():
             assert operation["security"] == [] and "429" not in operation["responses"]
         else:
             admin = (method, path) in {("GET", "/enroll"), ("POST", "/enroll"),
-                                       ("DELETE", "/people/{name}")}
+                                       ("DELETE", "/people/{name}"),
+                                       ("DELETE", "/people/{name}/faces/{face_id}"),
+                                       ("POST", "/people/{name}/rename")}
             assert operation["x-required-scope"] == ("admin" if admin else "read")
             assert "security" not in operation
             assert {"401", "429"} <= set(operation["responses"])
@@ -252,7 +254,8 @@ def _check_headers(spec: dict, documented: dict, headers) -> None:
 
 @pytest.mark.parametrize("method, path", [
     ("POST", "/health"), ("DELETE", "/recognize"), ("PUT", "/enroll"), ("POST", "/people"),
-    ("GET", "/people/someone"), ("PATCH", "/openapi.json")])
+    ("PUT", "/people/someone"), ("GET", "/people/someone/rename"),
+    ("GET", "/people/someone/faces/1"), ("PATCH", "/openapi.json")])
 def test_an_unsupported_method_gets_the_documented_405(env, method, path):
     spec = published()
     validator, documented = _validator(spec, "MethodNotAllowed")
@@ -450,8 +453,9 @@ def add_hooks(schema) -> None:
 
 def refused_only_for_their_image(ctx, response, case):
     """A schema-valid request may be refused only for its image (undecodable, no usable face,
-    fetch failed, none or two sources), or, with POST, for a name given nowhere: never for a
-    parameter the schema describes (that would be the spec and the service disagreeing)."""
+    fetch failed, none or two sources), or, with POST, for a name (or a rename's new_name)
+    given nowhere: never for a parameter the schema describes (that would be the spec and the
+    service disagreeing)."""
     if case.meta is None or not case.meta.generation.mode.is_positive:
         return None
     if response.status_code not in (400, 413, 415, 422):
@@ -459,8 +463,8 @@ def refused_only_for_their_image(ctx, response, case):
     for field, message in response.json()["errors"].items():
         if field in ("image", "image_url"):
             continue
-        if (case.method == "POST" and field == "name"
-                and message == "Required parameter 'name' not supplied"):
+        if (case.method == "POST" and field in ("name", "new_name")
+                and message == f"Required parameter '{field}' not supplied"):
             continue
         raise AssertionError(f"a schema-valid request got {response.status_code} for "
                              f"{field!r}: {message!r}")
@@ -493,9 +497,12 @@ def make_schema(urls: dict[str, str], answers: list | None = None, **config) -> 
 
 
 def enrol_two(serve, key: str | None = None) -> None:
-    """Two people in the store, so that answers carry names, candidates and confidences."""
+    """Two people in the store, so that answers carry names, candidates and confidences: Barack
+    Obama (face 1) and Rose Leslie (faces 2 and 3). The spec's examples use them: GET and DELETE
+    /people/{name} Barack Obama, DELETE /people/Rose Leslie/faces/3, then rename Rose Leslie."""
     enrol("Barack Obama", serve(face("people/obama/obama-240p.jpg"), "/obama.jpg"), key)
     enrol("Rose Leslie", serve(face("people/rose_leslie/rose_leslie_img1.jpg"), "/rose.jpg"), key)
+    enrol("Rose Leslie", serve(face("people/rose_leslie/rose_leslie_img2.jpg"), "/rose2.jpg"), key)
 
 
 def run_schemathesis(schema, subtests) -> None:
@@ -556,7 +563,7 @@ def test_the_keyed_service_answers_401_to_a_caller_without_a_key(reconfigure, im
                          generation={"max-examples": 10, "with-security-parameters": False})
     run_schemathesis(schema, subtests)
     keyed = {label for label, _ in answers if label not in ("GET /health", "GET /openapi.json")}
-    assert len(keyed) == 6
+    assert len(keyed) == 9
     assert {status for label, status in answers if label in keyed} == {401}
     assert {status for label, status in answers if label not in keyed} == {200}
 

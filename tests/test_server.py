@@ -91,7 +91,7 @@ def test_the_development_server_end_to_end(store_location, httpserver):
     with hug_server(store_location, free_port()) as (base, _):  # a restart loses nothing
         people = requests.get(f"{base}/people").json()
     assert people == {"people": [{"name": "biden", "faces": 1}, {"name": "obama", "faces": 1}],
-                      "total": 2}
+                      "total": 2, "page": 1, "size": 100, "pages": 1}
 
 
 def _declared_body_status(port, length):
@@ -111,7 +111,8 @@ def test_gunicorn_workers_see_each_others_enrolments(store_location):
     port = free_port()
     command = [f"{VENV_BIN}/gunicorn", "-w", str(max(2, os.cpu_count())), "-b",
                f"127.0.0.1:{port}", "--timeout", "60", "api:__hug_wsgi__"]
-    with server(command, settings(store_location) | {"OPENBLAS_NUM_THREADS": "1"}, port) as (base, log):
+    env_vars = settings(store_location) | {"OPENBLAS_NUM_THREADS": "1"}
+    with server(command, env_vars, port) as (base, log):
         with open(face("people/obama/obama.jpg"), "rb") as photo:
             enrolled = requests.post(f"{base}/enroll", params={"name": "obama"},
                                      files={"image": photo})
