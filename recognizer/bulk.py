@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from .errors import RecognizerError
+
 # The workers' environment. OpenBLAS reads its thread count once, when it is loaded, and a
 # spawned worker may load it before any code of ours runs (it imports the parent's __main__
 # first), so the count is set in the environment the workers start with.
@@ -49,8 +51,11 @@ class WorkerCrashed(Exception):
     """A worker process died while it worked on this item alone."""
 
 
-class PoolFailed(RuntimeError):
-    """The worker processes keep dying, whatever they are given."""
+class PoolFailed(RecognizerError):
+    """The worker processes keep dying, whatever they are given (the CLI prints it as JSON)."""
+
+    def __init__(self) -> None:
+        super().__init__("build", "workers_keep_crashing")
 
 
 def usable_cores() -> int:
@@ -178,7 +183,7 @@ class _Pool:
             self.restart()
             self.crashes += 1
             if self.crashes >= CRASHES_IN_A_ROW:
-                raise PoolFailed(f"{self.crashes} items in a row killed a worker") from error
+                raise PoolFailed() from error
             return WorkerCrashed("a worker died while working on this item")
         self.crashes = 0
         return result

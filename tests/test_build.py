@@ -299,8 +299,9 @@ def test_a_file_that_kills_its_worker_is_reported_and_nothing_else_is_lost(
 
 
 def test_workers_that_always_die_stop_the_build():
-    with pytest.raises(bulk.PoolFailed):
+    with pytest.raises(bulk.PoolFailed) as failed:
         list(bulk.run(os._exit, [(number, 1) for number in range(10)], workers=2))
+    assert failed.value.as_body() == {"errors": {"build": "workers_keep_crashing"}}
 
 
 # -- the command line's --workers ----------------------------------------------------------------
