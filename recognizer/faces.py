@@ -134,6 +134,12 @@ def _hog_detector():
     return _local.hog
 
 
+def nearest_centre(boxes: list[Box], width: int, height: int) -> Box:
+    """The box whose centre is nearest the image's: the labelled face of an LFW-style crop."""
+    return min(boxes, key=lambda b: (b.left + b.right - width) ** 2
+               + (b.top + b.bottom - height) ** 2)
+
+
 def encode(image: np.ndarray, boxes: list[Box], num_jitters: int = 1) -> list[np.ndarray]:
     """Compute the 128-d encoding of each box, at the image's full resolution."""
     if not boxes:

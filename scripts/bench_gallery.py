@@ -74,9 +74,7 @@ def encode_photo(path: Path) -> np.ndarray | None:
     boxes = faces.detect(pixels, "hog", 1, 640)
     if not boxes:
         return None
-    height, width = pixels.shape[:2]
-    box = min(boxes, key=lambda b: (b.left + b.right - width) ** 2
-              + (b.top + b.bottom - height) ** 2)
+    box = faces.nearest_centre(boxes, pixels.shape[1], pixels.shape[0])
     return faces.encode(pixels, [box], 1)[0]
 
 

@@ -46,9 +46,7 @@ def encode_photo(path: Path) -> tuple[np.ndarray | None, np.ndarray | None, list
     boxes = faces.detect(pixels, settings.model, settings.upsample, settings.detect_max_side)
     if not boxes:
         return None, None, ["no_face"]
-    height, width = pixels.shape[:2]
-    box = min(boxes, key=lambda b: (b.left + b.right - width) ** 2
-              + (b.top + b.bottom - height) ** 2)
+    box = faces.nearest_centre(boxes, pixels.shape[1], pixels.shape[0])
     problems = quality.problems(faces.measure(pixels, box), settings.quality_limits)
     (enrolment,) = faces.encode(pixels, [box], settings.enroll_jitters)
     (probe,) = faces.encode(pixels, [box], settings.jitters)
