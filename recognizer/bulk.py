@@ -86,6 +86,28 @@ def run(work: Callable[[Any], Any], items: Iterable[tuple[Any, Any]],
     return _in_order(_Pool(work, workers), items, workers)
 
 
+@contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Hold back a Ctrl-C until the block ends, then raise it as usual (KeyboardInterrupt).
+
+    For work that must finish once begun, such as recording a file's outcome: a Ctrl-C that
+    lands inside a commit cannot tell whether the commit happened. Python runs signal handlers
+    in the main thread only, so elsewhere there is nothing to hold back.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is None):  # (a handler not set from Python)
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: pressed.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pressed:
+            signal.raise_signal(signal.SIGINT)  # to the handler that was there before
+
+
 @dataclass
 class _Item:
     """An item on its way through the pool."""

@@ -425,7 +425,8 @@ class FaceService:
         report = BuildReport()
         with contextlib.closing(bulk.run(work, jobs, workers or bulk.usable_cores())) as done:
             for job, result in done if progress is None else progress(done, total=len(files)):
-                report.add(job.relative, job.folder, *self._record(job, result))
+                with bulk.ctrl_c_deferred():  # a Ctrl-C stops the build between two files
+                    report.add(job.relative, job.folder, *self._record(job, result))
         return report
 
     def _build_job(self, root: Path, folder: str, path: Path,

@@ -191,6 +191,26 @@ def test_an_interrupted_build_keeps_what_it_recorded_and_the_next_resumes(tmp_pa
         assert two.health()["faces"] == len(files)
 
 
+def test_a_ctrl_c_while_a_file_is_recorded_stops_the_build_after_that_file(tmp_path):
+    tree = lfw_tree(tmp_path / "tree", LFW[:2], 1)
+    with a_service(tmp_path, "one", enroll_jitters=1) as one:
+        record_file = one.store.record_file
+
+        def pressed_meanwhile(*args, **kwargs):
+            signal.raise_signal(signal.SIGINT)  # as the terminal would, mid-write
+            return record_file(*args, **kwargs)
+
+        one.store.record_file = pressed_meanwhile
+        with pytest.raises(KeyboardInterrupt):
+            one.build(tree, workers=1)
+        one.store.record_file = record_file
+        first = min(path.relative_to(tree).as_posix() for path in tree.glob("*/*"))
+        assert [path for path, _, _ in one.recorded] == [first]
+        assert one.store.file_face(first) is not None and one.health()["faces"] == 1
+        assert outcomes(one.build(tree, workers=1)) == {first: "unchanged",
+                                                        first.replace(LFW[0], LFW[1]): "enrolled"}
+
+
 def run_cli(*args, **popen):
     """Start the real command line. Ctrl-C is given its default action back: a shell starts
     background jobs with it ignored, and whoever started pytest may have done so."""

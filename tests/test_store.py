@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from conftest import postgres_admin
+from conftest import BACKEND, postgres_admin
 from recognizer.errors import StoreUnavailable, UnknownFace, UnknownPerson
 from recognizer.store import base, blob_to_encoding, encoding_to_blob, open_store
 
@@ -258,6 +258,36 @@ def test_a_forgotten_persons_files_are_built_again(store_location):
     assert not store.file_is_current("ada/1.jpg", "hash1")
     with pytest.raises(UnknownPerson):
         store.forget("ada")
+
+
+def interrupt_after(store, statement):
+    """Make the store's next `statement` run, then raise KeyboardInterrupt (a Ctrl-C that lands
+    as the statement returns)."""
+    execute = store._execute
+
+    def interrupted(sql, parameters=()):
+        result = execute(sql, parameters)
+        if sql == statement:
+            store._execute = execute
+            raise KeyboardInterrupt
+        return result
+
+    store._execute = interrupted
+
+
+@pytest.mark.parametrize("statement", ["BEGIN IMMEDIATE" if BACKEND == "sqlite" else "BEGIN",
+                                       "COMMIT"])
+def test_a_ctrl_c_inside_a_write_is_raised_and_the_store_goes_on(two, statement):
+    server, cli = two
+    server.add_face("ada", encoding(), "url:a")
+    interrupt_after(server, statement)
+    with pytest.raises(KeyboardInterrupt):  # not a failed ROLLBACK in its place
+        server.add_face("ada", encoding(), "url:b")
+    committed = statement == "COMMIT"
+    assert server.person("ada").faces[-1].source == ("url:b" if committed else "url:a")
+    assert cli.gallery().faces == server.gallery().faces == 1 + committed
+    server.add_face("grace", encoding(), "url:c")  # no transaction was left open
+    assert cli.counts() == (2, 2 + committed)
 
 
 def _enrol_many(location, worker, count):

@@ -137,7 +137,8 @@ class Store:
         raise NotImplementedError
 
     def _rollback(self) -> None:
-        self._execute("ROLLBACK")
+        """End the open transaction, if there is one, keeping none of its changes."""
+        raise NotImplementedError
 
     def _changed_elsewhere(self) -> bool:
         """Whether another connection may have committed since the gallery was last synced."""
@@ -155,8 +156,8 @@ class Store:
     def _write(self) -> Iterator[None]:
         """One write transaction; the change log is pruned in the same transaction."""
         with self._lock:
-            self._begin_write()
             try:
+                self._begin_write()  # inside: an interrupt may land once BEGIN has run
                 yield
                 self._execute("DELETE FROM face_changes WHERE seq <= (SELECT MAX(seq)"
                               " FROM face_changes) - ?", (_CHANGES_KEPT,))
@@ -171,8 +172,8 @@ class Store:
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
         with self._lock:
-            self._begin_snapshot()
             try:
+                self._begin_snapshot()
                 yield
             finally:
                 self._rollback()  # read-only: nothing to commit

@@ -113,19 +113,21 @@ class PostgresStore(Store):
 
     def _begin_write(self) -> None:
         self._execute("BEGIN")
-        try:
-            self._execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
-        except BaseException:
-            self._rollback()
-            raise
+        self._execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
 
     def _begin_snapshot(self) -> None:
         self._execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def _rollback(self) -> None:
         connection = self._connection
-        if connection is not None and not connection.closed and not connection.broken:
+        if connection is None or connection.closed or connection.broken:
+            return
+        if connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return  # nothing open: a Ctrl-C can land just after COMMIT returned
+        try:
             connection.execute("ROLLBACK")
+        except psycopg.OperationalError:  # the server ends the transaction with the connection
+            log.error("lost the connection to the PostgreSQL store")
 
     def _changed_elsewhere(self) -> bool:
         (last,) = self._one("SELECT MAX(seq) FROM face_changes")

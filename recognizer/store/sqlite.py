@@ -112,10 +112,15 @@ class SqliteStore(Store):
                              " VALUES (?, ?, ?, ?)", rows)
 
     def _begin_write(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._execute("BEGIN IMMEDIATE")
 
     def _begin_snapshot(self) -> None:
-        self._db.execute("BEGIN")
+        self._execute("BEGIN")
+
+    def _rollback(self) -> None:
+        # Not when nothing is open: a Ctrl-C can land just after COMMIT returned
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _changed_elsewhere(self) -> bool:
         (version,) = self._db.execute("PRAGMA data_version").fetchone()
