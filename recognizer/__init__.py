@@ -16,15 +16,19 @@ from .errors import (
     UnusableFace,
     UrlNotAllowed,
 )
-from .matching import Gallery, best_match
-from .service import BuildReport, Enrolment, FaceService, Picture, Recognition, check_name
+from .gallery import Gallery
+from .matching import best_match
+from .names import check_name
+from .pictures import Picture
+from .results import Enrolment, Recognition
+from .service import FaceService
 from .store import Store, open_store
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "BuildReport", "ConfigError", "Enrolment", "FaceService", "FetchFailed", "Gallery",
-    "ImageTooLarge", "InvalidParameter", "Picture", "Recognition", "RecognizerError", "Settings",
-    "Store", "UnknownPerson", "UnsupportedImage", "UnusableFace", "UrlNotAllowed", "best_match",
+    "ConfigError", "Enrolment", "FaceService", "FetchFailed", "Gallery", "ImageTooLarge",
+    "InvalidParameter", "Picture", "Recognition", "RecognizerError", "Settings", "Store",
+    "UnknownPerson", "UnsupportedImage", "UnusableFace", "UrlNotAllowed", "best_match",
     "check_name", "open_store",
 ]

@@ -1,8 +1,9 @@
 """Who may call the HTTP API: API keys with scopes, and a rate limit per key. Pure Python.
 
 Keys come from FACEREC_API_KEYS (``key:scope`` entries separated by commas) and/or a key file
-(FACEREC_API_KEYS_FILE: one ``key:scope`` per line, ``#`` comments). A ``read`` key may recognise
-and list people; an ``admin`` key may also enrol, rename and delete. Keys are compared in
+(FACEREC_API_KEYS_FILE: one ``key:scope`` per line, ``#`` comments). Each route declares the
+scope it needs beside its definition (api.py): a ``read`` key may recognise and list people;
+an ``admin`` key may also enrol, rename and delete. Keys are compared in
 constant time: every stored key is compared, as a SHA-256 digest, whatever the presented key
 looks like.
 With no keys at all the service is open, and says so once at start-up.
@@ -26,9 +27,6 @@ from typing import Callable
 from .errors import Forbidden, RateLimited, Unauthorized
 
 SCOPES = ("read", "admin")
-OPEN_PATHS = frozenset({"/health", "/openapi.json"})
-ADMIN_ROUTES = frozenset({("POST", "/enroll"), ("GET", "/enroll")})
-ADMIN_POSTS_UNDER = "/people/"  # POST /people/{name}/rename, and any later change to a person
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "x-api-key", "x_api_key", "token"})
 BUCKETS_KEPT = 10_000  # clients remembered by the rate limiter; the least recent are forgotten
 
@@ -81,19 +79,6 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8")).digest()
 
 
-def required_scope(method: str, path: str) -> str | None:
-    """The scope a request needs: None for the open paths, admin to change the store (enrol,
-    delete, rename), read for everything else."""
-    path = "/" + path.strip("/")
-    if path in OPEN_PATHS:
-        return None
-    if (method, path) in ADMIN_ROUTES or method == "DELETE":
-        return "admin"
-    if method == "POST" and path.startswith(ADMIN_POSTS_UNDER):
-        return "admin"
-    return "read"
-
-
 class TokenBuckets:
     """A token bucket per client, refilled at ``rate`` tokens a second up to ``burst``."""
 
@@ -128,10 +113,11 @@ class Gate:
         """True when no keys are configured: anybody may call every endpoint."""
         return not self.keys
 
-    def check(self, method: str, path: str, presented: str | None, query: set[str],
+    def check(self, needed: str | None, presented: str | None, query: set[str],
               client: str) -> None:
         """Let the request through, or raise.
 
+        :param needed: the scope the route declares, None for an open route
         :param presented: the X-API-Key header, if any
         :param query: the names of the query-string parameters (a key there is refused)
         :param client: the caller's address, the rate-limit bucket when the service is open
@@ -141,7 +127,6 @@ class Gate:
         """
         if {name.lower() for name in query} & QUERY_KEY_NAMES:
             raise Unauthorized("api_key_in_query")
-        needed = required_scope(method, path)
         if needed is None:
             return
         label = client

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from . import limits
 from .access import Key, parse_keys, read_key_file
 from .gallery import INDEX_ABOVE
+from .limits import Bound
 from .quality import QualityLimits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,29 +80,10 @@ class Settings:
     index_above: int = INDEX_ABOVE  # people above which the gallery searches with faiss
 
     def __post_init__(self) -> None:
-        checks: dict[str, tuple[bool, str]] = {
-            "tolerance": (0 < self.tolerance <= 1, "must be > 0 and <= 1"),
-            "ratio": (0 < self.ratio <= 1, "must be > 0 and <= 1"),
-            "jitters": (1 <= self.jitters <= 100, "must be 1 to 100"),
-            "enroll_jitters": (1 <= self.enroll_jitters <= 100, "must be 1 to 100"),
-            "min_face_size": (self.min_face_size >= 0, "must be 0 or more pixels"),
-            "min_sharpness": (self.min_sharpness >= 0, "must be 0 or more"),
-            "max_yaw": (0 <= self.max_yaw <= 180, "must be 0 to 180 degrees"),
-            "max_pitch": (0 <= self.max_pitch <= 180, "must be 0 to 180 degrees"),
-            "max_roll": (0 <= self.max_roll <= 180, "must be 0 to 180 degrees"),
-            "upsample": (0 <= self.upsample <= 2, "must be 0, 1 or 2"),
-            "detect_max_side": (self.detect_max_side >= 160, "must be at least 160"),
-            "max_faces": (1 <= self.max_faces <= 1000, "must be 1 to 1000"),
-            "max_image_bytes": (self.max_image_bytes > 0, "must be positive"),
-            "max_image_pixels": (self.max_image_pixels > 0, "must be positive"),
-            "fetch_timeout": (0 < self.fetch_timeout <= 120, "must be > 0 and <= 120 seconds"),
-            "rate_limit": (0 <= self.rate_limit <= 10_000, "must be 0 (off) to 10000 a second"),
-            "rate_burst": (1 <= self.rate_burst <= 100_000, "must be 1 to 100000"),
-            "index_above": (self.index_above >= 0, "must be 0 (always the index) or more"),
-        }
-        for name, (ok, message) in checks.items():
-            if not ok:
-                raise ConfigError(f"FACEREC_{name.upper()} {message}")
+        for name, (_, bound) in _VARIABLES.items():
+            value = getattr(self, name)
+            if bound is not None and value not in bound:
+                raise ConfigError(f"FACEREC_{name.upper()} must be {bound.rule}")
         _model(self.model)
 
     @property
@@ -115,16 +98,8 @@ class Settings:
 
         :raises ConfigError: a variable is set to something unusable
         """
-        parsers: dict[str, Callable[[str], object]] = {
-            "store": str, "known_faces_dir": Path, "tolerance": float, "ratio": float,
-            "jitters": int, "enroll_jitters": int, "min_face_size": int, "min_sharpness": float,
-            "max_yaw": float, "max_pitch": float, "max_roll": float, "model": _model,
-            "upsample": int, "detect_max_side": int, "max_faces": int, "max_image_bytes": int,
-            "max_image_pixels": int, "fetch_timeout": float, "allow_private_networks": _flag,
-            "rate_limit": float, "rate_burst": int, "index_above": int,
-        }
         values: dict[str, object] = {}
-        for name, parse in parsers.items():
+        for name, (parse, _) in _VARIABLES.items():
             raw = environ.get(f"FACEREC_{name.upper()}")
             if raw is None:
                 continue
@@ -133,3 +108,30 @@ class Settings:
             except ValueError as error:
                 raise ConfigError(f"FACEREC_{name.upper()}={raw!r}: {error}") from None
         return cls(**values, api_keys=_api_keys(environ))
+
+
+# Each FACEREC_* variable (but the keys'): how its text is read, and the range it must be in.
+_VARIABLES: dict[str, tuple[Callable[[str], object], Bound | None]] = {
+    "store": (str, None),
+    "known_faces_dir": (Path, None),
+    "tolerance": (float, limits.TOLERANCE),
+    "ratio": (float, limits.RATIO),
+    "jitters": (int, limits.JITTERS),
+    "enroll_jitters": (int, limits.JITTERS),
+    "min_face_size": (int, limits.FACE_SIZE),
+    "min_sharpness": (float, limits.SHARPNESS),
+    "max_yaw": (float, limits.ANGLE),
+    "max_pitch": (float, limits.ANGLE),
+    "max_roll": (float, limits.ANGLE),
+    "model": (_model, None),
+    "upsample": (int, limits.UPSAMPLE),
+    "detect_max_side": (int, limits.DETECT_MAX_SIDE),
+    "max_faces": (int, limits.MAX_FACES),
+    "max_image_bytes": (int, limits.BYTES),
+    "max_image_pixels": (int, limits.PIXELS),
+    "fetch_timeout": (float, limits.FETCH_TIMEOUT),
+    "allow_private_networks": (_flag, None),
+    "rate_limit": (float, limits.RATE_LIMIT),
+    "rate_burst": (int, limits.RATE_BURST),
+    "index_above": (int, limits.INDEX_ABOVE),
+}

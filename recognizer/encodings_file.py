@@ -25,7 +25,7 @@ from typing import BinaryIO, Sequence
 import numpy as np
 
 from .errors import InvalidParameter
-from .matching import ENCODING_SIZE
+from .limits import ENCODING_SIZE
 
 ARRAYS = ("names", "encodings")
 MAX_FACES = 1_000_000  # rows in one file

@@ -1,11 +1,16 @@
 """Domain errors. Each names the input field at fault and a short machine-readable code.
 
-The HTTP edge (api.py) maps each class to a status once; the CLI prints the same body.
+Every code a class can give is listed once, on the class (``codes``); the HTTP edge (api.py)
+maps each class to a status once, and the CLI prints the same body.
 """
+
+from __future__ import annotations
 
 
 class RecognizerError(Exception):
     """Base class: something about the caller's input that the service refuses."""
+
+    codes: tuple[str, ...] = ()
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -20,9 +25,17 @@ class RecognizerError(Exception):
 class InvalidParameter(RecognizerError):
     """A parameter is missing, malformed or out of range."""
 
+    codes = ("invalid_name", "only_in_path", "malformed_body", "malformed_multipart",
+             "no_such_file", "not_a_file", "unreadable", "not_a_directory",
+             # an encodings file's (encodings_file.py)
+             "not_a_npz", "missing_array", "unexpected_array", "pickled_arrays", "bad_dtype",
+             "bad_shape", "length_mismatch", "empty", "too_large", "not_finite")
+
 
 class UrlNotAllowed(RecognizerError):
     """The URL is refused before any network access (scheme, userinfo, length, ...)."""
+
+    codes = ("url_not_allowed",)
 
     def __init__(self, message: str = "url_not_allowed") -> None:
         super().__init__("image_url", message)
@@ -34,12 +47,16 @@ class FetchFailed(RecognizerError):
     One code for all of them, so that callers cannot map the network behind the service.
     """
 
+    codes = ("image_fetch_failed",)
+
     def __init__(self) -> None:
         super().__init__("image_url", "image_fetch_failed")
 
 
 class ImageTooLarge(RecognizerError):
     """The image is over the byte or pixel limit."""
+
+    codes = ("image_too_large",)
 
     def __init__(self, field: str = "image") -> None:
         super().__init__(field, "image_too_large")
@@ -48,13 +65,21 @@ class ImageTooLarge(RecognizerError):
 class UnsupportedImage(RecognizerError):
     """The bytes are not an image in a format the service decodes, or the image is truncated."""
 
+    codes = ("unsupported_image", "image_truncated")
+
     def __init__(self, message: str = "unsupported_image", field: str = "image") -> None:
         super().__init__(field, message)
 
 
+# The quality gate's reasons (quality.py), in the order it gives them.
+QUALITY_REASONS = ("small_face", "blurry", "extreme_pose")
+
+
 class UnusableFace(RecognizerError):
     """The image cannot be enrolled: ``no_face``, ``multiple_faces``, or a face that fails the
-    quality gate: ``small_face``, ``blurry``, ``extreme_pose``."""
+    quality gate (one of QUALITY_REASONS)."""
+
+    codes = ("no_face", "multiple_faces", *QUALITY_REASONS)
 
     def __init__(self, message: str) -> None:
         super().__init__("image", message)
@@ -63,22 +88,37 @@ class UnusableFace(RecognizerError):
 class UnknownPerson(RecognizerError):
     """No person of that name is enrolled."""
 
+    codes = ("unknown_person",)
+
     def __init__(self, name: str) -> None:
         super().__init__("name", "unknown_person")
         self.name = name
 
 
+class UnknownFace(RecognizerError):
+    """The person has no face with that id."""
+
+    codes = ("unknown_face",)
+
+    def __init__(self) -> None:
+        super().__init__("face_id", "unknown_face")
+
+
 class VideoUnavailable(RecognizerError):
-    """A video source cannot be read: ``no_such_file``, ``not_a_video``, ``camera_unavailable``,
-    ``stream_unavailable``, or an output that cannot be written (``output_unwritable``)."""
+    """A video source cannot be read, or an output cannot be written."""
+
+    codes = ("no_such_file", "not_a_video", "camera_unavailable", "stream_unavailable",
+             "output_unwritable")
 
     def __init__(self, message: str, field: str = "source") -> None:
         super().__init__(field, message)
 
 
 class Unauthorized(RecognizerError):
-    """No valid API key: ``missing_api_key``, ``invalid_api_key``, or ``api_key_in_query`` (a key
-    is only ever taken from the X-API-Key header: URLs end up in logs)."""
+    """No valid API key. A key is only ever taken from the X-API-Key header (URLs end up in
+    logs), so one in the query is refused."""
+
+    codes = ("missing_api_key", "invalid_api_key", "api_key_in_query")
 
     def __init__(self, message: str) -> None:
         super().__init__("api_key", message)
@@ -87,6 +127,8 @@ class Unauthorized(RecognizerError):
 class Forbidden(RecognizerError):
     """The API key is valid but its scope does not allow this endpoint."""
 
+    codes = ("insufficient_scope",)
+
     def __init__(self) -> None:
         super().__init__("api_key", "insufficient_scope")
 
@@ -94,21 +136,38 @@ class Forbidden(RecognizerError):
 class RateLimited(RecognizerError):
     """Over the rate limit; retry after ``retry_after`` seconds."""
 
+    codes = ("rate_limited",)
+
     def __init__(self, retry_after: int) -> None:
         super().__init__("rate", "rate_limited")
         self.retry_after = retry_after
-
-
-class UnknownFace(RecognizerError):
-    """The person has no face with that id."""
-
-    def __init__(self) -> None:
-        super().__init__("face_id", "unknown_face")
 
 
 class StoreUnavailable(RecognizerError):
     """The store cannot be reached (a PostgreSQL server down or unreachable); nothing was
     changed, and the request can be retried."""
 
+    codes = ("store_unavailable",)
+
     def __init__(self) -> None:
         super().__init__("store", "store_unavailable")
+
+
+class WorkersFailed(RecognizerError):
+    """Build's worker processes keep dying, whatever they are given."""
+
+    codes = ("workers_keep_crashing",)
+
+    def __init__(self) -> None:
+        super().__init__("build", "workers_keep_crashing")
+
+
+def every_code() -> dict[str, type[RecognizerError]]:
+    """Every code an error can carry, and its class."""
+    found: dict[str, type[RecognizerError]] = {}
+    classes = list(RecognizerError.__subclasses__())
+    while classes:
+        kind = classes.pop()
+        found.update((code, kind) for code in kind.codes)
+        classes += kind.__subclasses__()
+    return found

@@ -3,39 +3,21 @@ faiss is imported only when a gallery grows large enough to need it.
 
 A person is the centroid (mean) of their faces' encodings. The gallery keeps every face's
 encoding and each person's running sum and face count, so adding, removing or moving a face
-changes one person: one row of the search matrix, or one entry of the index, never a rebuild.
-:meth:`Gallery.apply` makes a whole batch of changes with vectorised numpy: a million faces
-load in 10-15 s on one core, the index included. One lock guards everything: searches from
-video threads may run while the store applies changes.
+changes one person, never a rebuild; :meth:`Gallery.apply` makes a whole batch of changes with
+vectorised numpy. One lock guards everything: video threads search while changes are applied.
 
 Searches return the k nearest people with float64 distances to their float64 centroids, by one
-of two paths:
-
-- **exact**, up to ``index_above`` people: a float32 matrix of centroids with their squared
-  norms. One matrix-vector product bounds every distance to within float32 rounding; every
-  person within that bound of the k-th nearest is re-ranked in float64, so the answers are
-  those of a float64 brute force.
-- **faiss**, above ``index_above`` people: an inverted-file index with about sqrt(people)
-  lists, of which :data:`IVF_PROBES` are searched, holding each centroid in float16
-  (``IndexIVFScalarQuantizer``, ``QT_fp16``), with a hashtable direct map so that a person's
-  entry is replaced in O(1). Its nearest k + :data:`IVF_MARGIN` are re-ranked in float64. It is
-  approximate: at a million people it finds the true nearest for 99% or more of probes in a
-  few milliseconds (``scripts/bench_gallery.py`` has the figures). Unlike HNSW, an IVF index
-  removes entries; unlike PQ fast-scan, it removes them through the direct map; float16 halves
-  the bytes each query scans against float32 (IndexIVFFlat), ~1.7x faster at equal recall.
-  It is retrained only when the number of people has changed :data:`IVF_REGROW` times over
-  since it was trained, and dropped (back to exact) when it falls to half of ``index_above``,
-  so that a gallery near the threshold does not switch at every change.
-
-Face encodings are stored as float32 while every one of them is exactly a float32 number
-(dlib's always are), and as float64 as soon as one is not: nothing is ever rounded.
+of two paths: **exact** up to ``index_above`` people (a float32 scan of every centroid, whose
+candidates are re-ranked in float64, so the answers are a float64 brute force's), and
+**faiss** above it (an IVF index, see ``ivf``; approximate, recall@1 of 0.99 or more at a
+million people). Encodings are kept as float32 while every one of them is exactly a float32
+number (dlib's always are), as float64 once one is not: nothing is ever rounded.
+docs/benchmarks.md has the figures (``scripts/bench_gallery.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import sys
 import threading
 import time
@@ -43,51 +25,28 @@ from typing import Iterable
 
 import numpy as np
 
-ENCODING_SIZE = 128
+from . import ivf
+from .arrays import (
+    CHUNK,
+    Pool,
+    accumulate,
+    as_vector,
+    batch,
+    distinct,
+    fit,
+    float32_exact,
+)
+from .exact import ExactScan
+from .limits import ENCODING_SIZE
+
 # Up to this many people the search is exact, a float32 scan of every centroid: about 2 ms at
 # 50,000 people (40 ns a person), and every answer is the brute force's. Above it the index
 # answers in about 1 ms at 100,000 people and 2 ms at a million, but only approximately
 # (scripts/bench_gallery.py); below it, it would save at most a millisecond or two a face.
 INDEX_ABOVE = 50_000
-# Inverted lists searched per query. About 1 in 8 of the lists at a million people (1,000
-# lists): recall@1 >= 0.99 there; nearer all of them, so nearer exact, for smaller galleries.
-# Read at every search: changing it trades latency for recall without a rebuild.
-IVF_PROBES = 128
-# Candidates fetched from the index beyond the k asked for, re-ranked in float64: float16
-# distances misorder near neighbours of a stranger (many fillers lie about equally far).
-IVF_MARGIN = 16
 # The index is retrained when the number of people leaves [trained / 4, trained * 4].
 IVF_REGROW = 4
-# k-means training: points sampled per list (faiss wants at least 39) and iterations.
-_TRAIN_PER_LIST = 40
-_TRAIN_ITERATIONS = 10
-# Unit roundoff of float32: bounds the error of the exact path's float32 scan.
-_ROUNDOFF = 2.0 ** -24
-# Rows per step of batch arithmetic: big temporaries cost more in fresh pages than in sums.
-_CHUNK = 8192
 log = logging.getLogger(__name__)
-
-Face = tuple[int, str, np.ndarray]
-
-
-class _Pool:
-    """Numbers for the rows of parallel arrays: freed numbers are used again before new ones."""
-
-    def __init__(self, used: int = 0) -> None:
-        self.used = used  # rows 0..used-1 have been handed out at some time
-        self.free: list[int] = []
-
-    def take(self, count: int) -> np.ndarray:
-        """count row numbers, freed ones first."""
-        reused = self.free[len(self.free) - min(count, len(self.free)):]
-        del self.free[len(self.free) - len(reused):]
-        fresh = np.arange(self.used, self.used + count - len(reused), dtype=np.int64)
-        self.used += len(fresh)
-        return np.concatenate([np.asarray(reused, dtype=np.int64), fresh])
-
-    def give(self, numbers: np.ndarray) -> None:
-        """Free row numbers for reuse."""
-        self.free.extend(numbers.tolist())
 
 
 class Gallery:
@@ -121,18 +80,16 @@ class Gallery:
 
     def _reset(self) -> None:
         self._rows: dict[int, int] = {}  # face id -> row of _encodings and _owner
-        self._row_pool = _Pool()
+        self._row_pool = Pool()
         self._encodings = np.zeros((0, ENCODING_SIZE), np.float32)  # float64 once one needs it
         self._owner = np.zeros(0, np.int64)  # row -> person slot; -1 for a free row
-        self._slots: dict[str, int] = {}  # name -> slot of _names, _sums, _counts, _matrix
-        self._slot_pool = _Pool()
+        self._slots: dict[str, int] = {}  # name -> slot of _names, _sums, _counts, _exact
+        self._slot_pool = Pool()
         self._names: list[str | None] = []
         self._sums = np.zeros((0, ENCODING_SIZE))
         self._counts = np.zeros(0, np.int64)
-        self._matrix: np.ndarray | None = np.zeros((0, ENCODING_SIZE), np.float32)  # exact path
-        self._sq_norms = np.zeros(0, np.float32)  # of _matrix's rows; inf for a free slot
-        self._max_sq = 0.0  # at least the largest of _sq_norms
-        self._index = None  # the faiss path: an IVF index over slots, when _matrix is None
+        self._exact: ExactScan | None = ExactScan()  # the exact path
+        self._index = None  # the faiss path: an IVF index over slots, when _exact is None
         self._trained_for = 0  # people when the index was trained
 
     def __len__(self) -> int:
@@ -145,7 +102,7 @@ class Gallery:
             return tuple(sorted(self._slots))
 
     @property
-    def faces(self) -> int:
+    def face_count(self) -> int:
         """How many faces the centroids are made from."""
         return len(self._rows)
 
@@ -159,11 +116,11 @@ class Gallery:
         """Approximate memory held: the arrays, the faiss index and the id tables' hash tables
         (not the Python int and str objects in them)."""
         with self._lock:
-            arrays = (self._encodings, self._owner, self._sums, self._counts, self._matrix,
-                      self._sq_norms)
-            held = sum(array.nbytes for array in arrays if array is not None)
+            arrays = (self._encodings, self._owner, self._sums, self._counts)
+            held = sum(array.nbytes for array in arrays) + (self._exact.nbytes if self._exact
+                                                            else 0)
             tables = sum(sys.getsizeof(table) for table in (self._rows, self._slots, self._names))
-            return held + tables + _index_bytes(self._index)
+            return held + tables + ivf.nbytes(self._index)
 
     def add(self, face_id: int, name: str, encoding: np.ndarray) -> None:
         """Add a face to a person, creating the person if needed. A face id already present is
@@ -177,18 +134,19 @@ class Gallery:
         """Remove a face; a person with no faces left is removed too. An absent face is ignored."""
         self.apply([face_id], ())
 
-    def apply(self, removed: Iterable[int], added: Iterable[Face]) -> None:
+    def apply(self, removed: Iterable[int],
+              added: Iterable[tuple[int, str, np.ndarray]]) -> None:
         """Remove faces, then add (or replace) faces, as one change under one lock.
 
         :param removed: face ids; absent ones are ignored
         :param added: (face_id, name, encoding) triples; the last of a repeated id counts
         :raises ValueError: an encoding is not 128 finite numbers (nothing is changed)
         """
-        ids, names, encodings = _batch(added)
+        ids, names, encodings = batch(added)
         with self._lock:
             dropped = self._drop(set(map(int, removed)) | set(ids.tolist()))
             inserted = self._insert(ids, names, encodings)
-            self._refresh(_distinct(np.concatenate([dropped, inserted])))
+            self._refresh(distinct(np.concatenate([dropped, inserted])))
 
     def clear(self) -> None:
         """Remove everybody."""
@@ -203,7 +161,7 @@ class Gallery:
             it, and is left out if it is their only face
         :return: (name, distance to their centroid) pairs; fewer when fewer people are enrolled
         """
-        probe = _vector(encoding)
+        probe = as_vector(encoding)
         with self._lock:
             if k <= 0 or not self._slots:
                 return []
@@ -219,7 +177,7 @@ class Gallery:
         :param without: a face id to leave out, as in :meth:`nearest`
         :return: None when nobody of that name is enrolled (or only with that face)
         """
-        probe = _vector(encoding)
+        probe = as_vector(encoding)
         with self._lock:
             slot = self._slots.get(name)
             if slot is None:
@@ -236,7 +194,7 @@ class Gallery:
         popped = (self._rows.pop(face_id, None) for face_id in face_ids)
         rows = np.fromiter((row for row in popped if row is not None), np.int64)
         slots = self._owner[rows]
-        _accumulate(np.subtract, self._sums, slots, self._encodings, rows)
+        accumulate(np.subtract, self._sums, slots, self._encodings, rows)
         np.subtract.at(self._counts, slots, 1)
         self._owner[rows] = -1
         self._row_pool.give(rows)
@@ -249,7 +207,7 @@ class Gallery:
         self._store_encodings(rows, encodings)
         self._owner[rows] = slots
         self._rows.update(zip(ids.tolist(), rows.tolist()))
-        _accumulate(np.add, self._sums, slots, encodings)
+        accumulate(np.add, self._sums, slots, encodings)
         np.add.at(self._counts, slots, 1)
         return slots
 
@@ -267,14 +225,14 @@ class Gallery:
     def _fit_people(self) -> None:
         """Grow the per-person sums and counts to the slots handed out."""
         size = self._slot_pool.used
-        self._sums, self._counts = _fit(self._sums, size), _fit(self._counts, size)
+        self._sums, self._counts = fit(self._sums, size), fit(self._counts, size)
 
     def _store_encodings(self, rows: np.ndarray, encodings: np.ndarray) -> None:
         """Keep faces' encodings, as float32 while that loses nothing."""
-        if self._encodings.dtype == np.float32 and not _float32_exact(encodings):
+        if self._encodings.dtype == np.float32 and not float32_exact(encodings):
             self._encodings = self._encodings.astype(np.float64)
-        self._encodings = _fit(self._encodings, self._row_pool.used)
-        self._owner = _fit(self._owner, self._row_pool.used, -1)
+        self._encodings = fit(self._encodings, self._row_pool.used)
+        self._owner = fit(self._owner, self._row_pool.used, -1)
         self._encodings[rows] = encodings
 
     def _refresh(self, slots: np.ndarray) -> None:
@@ -298,15 +256,7 @@ class Gallery:
         self._slot_pool.give(slots)
 
     def _set_rows(self, slots: np.ndarray, freed: np.ndarray) -> None:
-        """Put people's float32 centroids into the exact path's matrix, and blank freed slots."""
-        self._matrix = _fit(self._matrix, self._slot_pool.used)
-        self._sq_norms = _fit(self._sq_norms, self._slot_pool.used, np.inf)
-        self._matrix[freed], self._sq_norms[freed] = 0.0, np.inf
-        vectors = self._vectors(slots)
-        self._matrix[slots] = vectors
-        sq_norms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
-        self._sq_norms[slots] = sq_norms
-        self._max_sq = max(self._max_sq, float(sq_norms.max(initial=0.0)))
+        self._exact.set(slots, self._vectors(slots), freed, self._slot_pool.used)
 
     def _rebuilt(self) -> bool:
         """Switch paths, retrain the index or compact the matrix if the size calls for it."""
@@ -336,14 +286,13 @@ class Gallery:
         self._sums, self._counts = self._sums[live], self._counts[live]
         self._names = [self._names[slot] for slot in live.tolist()]
         self._slots = {name: slot for slot, name in enumerate(self._names)}
-        self._slot_pool = _Pool(len(live))
+        self._slot_pool = Pool(len(live))
 
     def _build_matrix(self) -> None:
         """Search exactly from now on."""
         self._compact()
         self._index, self._trained_for = None, 0
-        self._matrix = np.zeros((len(self._slots), ENCODING_SIZE), np.float32)
-        self._sq_norms, self._max_sq = np.zeros(len(self._slots), np.float32), 0.0
+        self._exact = ExactScan(len(self._slots))
         self._set_rows(np.arange(len(self._slots)), np.zeros(0, np.int64))
         log.info("gallery: exact search over %d people", len(self._slots))
 
@@ -352,9 +301,9 @@ class Gallery:
         missing, memory short), search exactly for good rather than retry at every change."""
         started = time.perf_counter()
         self._compact()
-        self._index = self._matrix = self._sq_norms = None  # free them before building
+        self._index = self._exact = None  # free the matrix before building
         try:
-            index = _ivf(self._vectors(np.arange(len(self._slots))))
+            index = ivf.build(self._vectors(np.arange(len(self._slots))))
         except Exception:
             log.exception("gallery: no faiss index; searching exactly from now on")
             self.index_above = sys.maxsize
@@ -366,10 +315,10 @@ class Gallery:
     def _vectors(self, slots: np.ndarray) -> np.ndarray:
         """These people's centroids in float32."""
         vectors = np.empty((len(slots), ENCODING_SIZE), np.float32)
-        for start in range(0, len(slots), _CHUNK):
-            part = slots[start:start + _CHUNK]
+        for start in range(0, len(slots), CHUNK):
+            part = slots[start:start + CHUNK]
             np.divide(self._sums[part], self._counts[part, None], casting="same_kind",
-                      out=vectors[start:start + _CHUNK])
+                      out=vectors[start:start + CHUNK])
         return vectors
 
     # Searches. Each of these runs under the lock.
@@ -391,23 +340,12 @@ class Gallery:
         """Slots that include the k nearest people (all of them on the exact path)."""
         if self._index is not None:
             query = probe.astype(np.float32)[None]
-            _, found = self._index.search(query, k + IVF_MARGIN, params=_probing(IVF_PROBES))
+            _, found = self._index.search(query, k + ivf.MARGIN, params=ivf.probing(ivf.PROBES))
             return found[0][found[0] >= 0]
         used = self._slot_pool.used
         if k >= len(self._slots):
             return np.flatnonzero(self._counts[:used] > 0)
-        approximate = self._matrix[:used] @ probe.astype(np.float32)
-        approximate *= -2.0
-        approximate += self._sq_norms[:used]  # the squared distance less |probe|^2
-        kth = np.partition(approximate, k - 1)[k - 1]
-        return np.flatnonzero(approximate <= kth + self._slack(probe))
-
-    def _slack(self, probe: np.ndarray) -> float:
-        """Twice the largest error of a float32 squared distance on the exact path: the
-        rounding of the centroid, the probe and the squared norm, and of a 128-term dot
-        product (Higham's bound, 128 u |c| |p|)."""
-        radius, length = math.sqrt(self._max_sq), float(np.linalg.norm(probe))
-        return 2.0 * _ROUNDOFF * (4.0 * self._max_sq + 264.0 * radius * length)
+        return self._exact.candidates(probe, k, used)
 
     def _ranked(self, slots: np.ndarray, probe: np.ndarray) -> list[tuple[str, float]]:
         """(name, float64 distance) of these people."""
@@ -416,100 +354,3 @@ class Gallery:
         distances = np.sqrt(np.einsum("ij,ij->i", difference, difference))
         return [(self._names[slot], distance)
                 for slot, distance in zip(slots.tolist(), distances.tolist())]
-
-
-def _vector(encoding: np.ndarray) -> np.ndarray:
-    """An encoding as 128 float64 numbers."""
-    vector = np.asarray(encoding, dtype=np.float64)
-    if vector.shape != (ENCODING_SIZE,):
-        raise ValueError(f"an encoding is {ENCODING_SIZE} numbers")
-    return vector
-
-
-def _batch(added: Iterable[Face]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(face ids, names, float64 encodings) of the faces to add, the last of a repeated id."""
-    latest = {int(face_id): (name, encoding) for face_id, name, encoding in added}
-    encodings = np.zeros((len(latest), ENCODING_SIZE))
-    for row, (_, encoding) in enumerate(latest.values()):
-        encodings[row] = _vector(encoding)
-    if not np.isfinite(encodings).all():
-        raise ValueError("an encoding is 128 finite numbers")
-    ids = np.fromiter(latest, np.int64, len(latest))
-    return ids, [name for name, _ in latest.values()], encodings
-
-
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """The distinct values, sorted (np.unique's hashing is slower on large arrays)."""
-    values = np.sort(values)
-    first = np.ones(len(values), bool)
-    first[1:] = values[1:] != values[:-1]
-    return values[first]
-
-
-def _accumulate(ufunc: np.ufunc, target: np.ndarray, index: np.ndarray, source: np.ndarray,
-                rows: np.ndarray | None = None) -> None:
-    """target[index[i]] = ufunc(target[index[i]], source[rows[i]]) for each i in order,
-    repeated indices included (rows defaults to every row of source)."""
-    for start in range(0, len(index), _CHUNK):
-        chunk = slice(start, start + _CHUNK)
-        part, values = index[chunk], source[chunk] if rows is None else source[rows[chunk]]
-        if len(_distinct(part)) == len(part):
-            target[part] = ufunc(target[part], values)
-        else:
-            ufunc.at(target, part, values)
-
-
-def _float32_exact(values: np.ndarray) -> bool:
-    """Whether every value survives a round trip through float32."""
-    return all(np.array_equal(values[start:start + _CHUNK].astype(np.float32),
-                              values[start:start + _CHUNK])
-               for start in range(0, len(values), _CHUNK))
-
-
-def _fit(array: np.ndarray, size: int, fill: float = 0) -> np.ndarray:
-    """The array with at least size rows: grown by half again when short (new rows = fill)."""
-    if len(array) >= size:
-        return array
-    grown = np.full((max(size, len(array) * 3 // 2),) + array.shape[1:], fill, array.dtype)
-    grown[:len(array)] = array
-    return grown
-
-
-def ivf_lists(people: int) -> int:
-    """How many inverted lists an index over this many people has: about sqrt(people), so
-    that the lists are about as long as they are many; fewer when there are too few people to
-    train that many."""
-    return max(1, min(round(math.sqrt(people)), people // _TRAIN_PER_LIST))
-
-
-def _ivf(vectors: np.ndarray):
-    """A trained float16 IVF index holding vectors[i] as id i, with a hashtable direct map."""
-    import faiss  # only large galleries pay for it
-
-    people = len(vectors)
-    lists = ivf_lists(people)
-    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(ENCODING_SIZE), ENCODING_SIZE,
-                                          lists, faiss.ScalarQuantizer.QT_fp16)
-    index.cp.niter, index.cp.min_points_per_centroid = _TRAIN_ITERATIONS, 1
-    sample = np.random.default_rng(0).choice(people, min(people, lists * _TRAIN_PER_LIST),
-                                             replace=False)
-    index.train(vectors[np.sort(sample)])
-    index.set_direct_map_type(faiss.DirectMap.Hashtable)
-    index.add_with_ids(vectors, np.arange(people, dtype=np.int64))
-    return index
-
-
-@functools.lru_cache(maxsize=16)
-def _probing(lists: int):
-    """faiss search parameters that probe this many lists (at most the index's own)."""
-    import faiss
-
-    return faiss.SearchParametersIVF(nprobe=lists)
-
-
-def _index_bytes(index) -> int:
-    """Approximate bytes of an IVF index: codes, ids, the lists' centroids, the direct map."""
-    if index is None:
-        return 0
-    entry = index.code_size + 8 + 40  # the vector, its id, a hashtable node and bucket
-    return index.ntotal * entry + index.nlist * (ENCODING_SIZE * 4 + 64)

@@ -1,5 +1,5 @@
 """Decide who a face is, or that it is nobody enrolled. Pure numpy, no dlib; the people to
-search are a :class:`~recognizer.gallery.Gallery` (re-exported here).
+search are a :class:`~recognizer.gallery.Gallery`.
 
 The rule, measured on an open-set protocol (``scripts/eval_openset.py``):
 
@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .gallery import ENCODING_SIZE, Gallery
-
-__all__ = ["ENCODING_SIZE", "IMPOSTOR_DISTANCE", "SAME_PERSON_LIMIT", "Candidate", "Gallery",
-           "Match", "best_match", "confidence", "ratio_to_second"]
+from .gallery import Gallery
+from .record import Record
 
 # The median distance between encodings of two different people on lfw_dev (106,464 pairs).
 IMPOSTOR_DISTANCE = 0.81
@@ -42,7 +40,7 @@ CONFIDENCE_LIMITS = (0.001, 0.999)
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Candidate(Record):
     """One enrolled person and their distance to the probe face."""
 
     name: str

@@ -1,4 +1,5 @@
-"""The open-set identification protocol that the decision rule is measured by. Pure numpy.
+"""The open-set identification protocol that the decision rule is measured by. Pure numpy, but
+for :func:`load_tree`, which encodes a tree's photos as the service does (with dlib).
 
 A folder-per-person tree is split into **known people** (more photos than are enrolled: some
 photos are enrolled, the rest are probes that should be named) and **strangers** (one photo:
@@ -12,12 +13,17 @@ else. A photo in which no face was found counts as not named.
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 
-from .matching import Gallery, best_match
+from . import images, quality
+from .config import Settings
+from .gallery import Gallery
+from .matching import best_match
 
 Encoding = Optional[np.ndarray]
 
@@ -101,3 +107,43 @@ def evaluate_tutorial(all_splits: list[Split], tolerance: float = 0.6) -> Rates:
 
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
+
+
+def encode_photo(path: Path) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    """(enrolment encoding, probe encoding, quality problems) of the face nearest the centre."""
+    from . import faces
+
+    settings = Settings.from_env()
+    pixels = images.decode(images.read_file(path, settings.max_image_bytes),
+                           settings.max_image_pixels)
+    boxes = faces.detect(pixels, settings.model, settings.upsample, settings.detect_max_side)
+    if not boxes:
+        return None, None, ["no_face"]
+    box = faces.nearest_centre(boxes, pixels.shape[1], pixels.shape[0])
+    problems = quality.problems(faces.measure(pixels, box), settings.quality_limits)
+    (enrolment,) = faces.encode(pixels, [box], settings.enroll_jitters)
+    (probe,) = faces.encode(pixels, [box], settings.jitters)
+    return enrolment, probe, problems
+
+
+def load_tree(tree: Path, workers: int) -> dict[str, list[tuple]]:
+    """{person: [encode_photo(photo), ...]} for every person's photos, in name order."""
+    paths = [(folder.name, photo) for folder in sorted(tree.iterdir()) if folder.is_dir()
+             for photo in sorted(folder.iterdir())
+             if photo.suffix.lower() in {".jpg", ".jpeg", ".png"}]
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(encode_photo, [path for _, path in paths], chunksize=8))
+    people: dict[str, list[tuple]] = {}
+    for (person, _), result in zip(paths, results):
+        people.setdefault(person, []).append(result)
+    return people
+
+
+def protocol(people: dict[str, list[tuple]], enroll: int) -> list[Split]:
+    """The splits, with enrolment encodings enrolled and probe encodings probing."""
+    enrolling = {name: [row[0] for row in rows] for name, rows in people.items()}
+    probing = {name: [row[1] for row in rows] for name, rows in people.items()}
+    result = []
+    for enrol, probe in zip(splits(enrolling, enroll), splits(probing, enroll)):
+        result.append(Split(enrol.enrolled, probe.probes))
+    return result

@@ -36,8 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .errors import QUALITY_REASONS
+
 # Every reason problems can give, in the order it gives them.
-REASONS = ("small_face", "blurry", "extreme_pose")
+REASONS = QUALITY_REASONS
 
 
 class Measured(Protocol):

@@ -2,12 +2,9 @@
 
 Faster than the naive loop (detect and encode every face of every full-size frame) because:
 
-- faces are **detected** only every few frames, on a resized copy, and **tracked** in between:
-  each detection is matched to the face tracks by box overlap;
-- a face is **encoded** when its track starts, then at every key frame while it is unknown and
-  every second once it is named; a track is identified by the **mean of its recent encodings**
-  (frames of a moving face vary the way jitters do), and its name changes only when two
-  identifications in a row agree, so names do not flicker;
+- faces are **detected** only every few frames, on a resized copy, and **tracked** in between
+  (``tracking``): a face is encoded when its track starts, then at every key frame while it is
+  unknown and every second once it is named, and named by the mean of its recent encodings;
 - the work is **pipelined** over both cores: one thread decodes, two detect key frames ahead of
   the one that tracks and draws (dlib and OpenCV release the GIL).
 
@@ -24,7 +21,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -33,9 +30,10 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages: 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import faces  # noqa: E402
+from . import faces, limits  # noqa: E402
 from .errors import VideoUnavailable  # noqa: E402
 from .service import FaceService  # noqa: E402
+from .tracking import Watcher  # noqa: E402
 
 log = logging.getLogger(__name__)
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no V4L/FFmpeg chatter
@@ -43,10 +41,6 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no V4L/FFmpe
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DETECT_SIDE = 640  # automatic scale: detect on frames whose longest side is at most this
 DETECTIONS_PER_SECOND = 6  # automatic interval: about this many detections per second of video
-REIDENTIFY_SECONDS = 1.0  # encode a named face again this often; an unknown one at each key frame
-POOLED = 5  # a track is identified by the mean of its last POOLED encodings
-MATCH_OVERLAP = 0.3  # a detection continues a track when their boxes overlap this much (IoU)
-LEAVE_SECONDS = 0.5  # a track that no detection has continued for this long has left
 
 
 @dataclass(frozen=True)
@@ -135,45 +129,6 @@ def _put(frames: queue.Queue, item: tuple | None, stop: threading.Event) -> None
             continue
 
 
-@dataclass
-class Track:
-    """One face followed from frame to frame, and who it is.
-
-    A track is identified by the mean of its last few encodings: frames of a moving face vary
-    the way jitters do, so the mean is steadier than any one frame. Its name changes only when
-    two identifications in a row agree on the new one, so a single odd frame does not flicker.
-    """
-
-    id: int
-    box: faces.Box
-    first_frame: int
-    first_time: float
-    last_frame: int
-    last_time: float
-    encoded_time: float = -1e9
-    encodings: deque = field(default_factory=lambda: deque(maxlen=POOLED))
-    name: str | None = None
-    confidence: float | None = None
-    announced: bool = False
-    challenger: tuple | None = None  # a different decision waiting for a second one
-
-    def pooled(self, encoding: np.ndarray) -> np.ndarray:
-        """Add one encoding; return the mean of the recent ones."""
-        self.encodings.append(encoding)
-        return np.mean(self.encodings, axis=0)
-
-    def decide(self, name: str | None, confidence: float | None) -> bool:
-        """Take one identification; return whether the track's name changed."""
-        if not self.announced or name == self.name:
-            self.name, self.confidence, self.challenger = name, confidence, None
-            return False
-        if self.challenger is None or self.challenger[0] != name:
-            self.challenger = (name, confidence)
-            return False
-        self.name, self.confidence, self.challenger = name, confidence, None
-        return True
-
-
 @dataclass(frozen=True)
 class Plan:
     """How a video is watched: the detection scale and interval."""
@@ -188,87 +143,13 @@ def choose(source: Source, scale: float | None, every: int | None) -> Plan:
 
     :raises InvalidParameter: a scale or interval out of range
     """
-    from .errors import InvalidParameter
-
-    if scale is not None and not 0.1 <= scale <= 4:
-        raise InvalidParameter("scale", "must be 0.1 to 4")
-    if every is not None and not 1 <= every <= 300:
-        raise InvalidParameter("every", "must be 1 to 300")
+    if scale is not None:
+        limits.VIDEO_SCALE.check("scale", scale)
+    if every is not None:
+        limits.VIDEO_EVERY.check("every", every)
     auto_scale = min(1.0, DETECT_SIDE / max(source.width, source.height))
     auto_every = max(1, round(source.fps / DETECTIONS_PER_SECOND))
     return Plan(scale or auto_scale, every or auto_every)
-
-
-class Watcher:
-    """Turns frames and their detections into appear / change / leave events."""
-
-    def __init__(self, service: FaceService, fps: float, tolerance: float | None) -> None:
-        self.service, self.fps, self.tolerance = service, fps, tolerance
-        self.tracks: dict[int, Track] = {}
-        self.next_id = 1
-        self.seen: set[str] = set()
-        self.count = 0
-
-    def update(self, index: int, when: float, rgb: np.ndarray,
-               boxes: list[faces.Box]) -> list[dict]:
-        """Match a key frame's detections to the tracks, identify, and report the changes."""
-        events = []
-        unmatched = self._associate(boxes, index, when)
-        for box in unmatched:
-            self.tracks[self.next_id] = Track(self.next_id, box, index, when, index, when)
-            self.next_id += 1
-        due = [t for t in self.tracks.values() if t.last_time == when
-               and (t.name is None or when - t.encoded_time >= REIDENTIFY_SECONDS)]
-        events += self._identify(due, index, when, rgb)
-        for track in [t for t in self.tracks.values() if when - t.last_time > LEAVE_SECONDS]:
-            events.append(self._leave(track))
-        return events
-
-    def finish(self) -> list[dict]:
-        """Every track still open leaves at the end of the video."""
-        return [self._leave(track) for track in list(self.tracks.values())]
-
-    def _associate(self, boxes: list[faces.Box], index: int, when: float) -> list[faces.Box]:
-        """Continue tracks with the detections that overlap them most; return the rest."""
-        pairs = sorted(((box.overlap(track.box), i, track.id)
-                        for i, box in enumerate(boxes) for track in self.tracks.values()),
-                       reverse=True)
-        used_boxes, used_tracks = set(), set()
-        for overlap, i, track_id in pairs:
-            if overlap < MATCH_OVERLAP or i in used_boxes or track_id in used_tracks:
-                continue
-            track = self.tracks[track_id]
-            track.box, track.last_frame, track.last_time = boxes[i], index, when
-            used_boxes.add(i)
-            used_tracks.add(track_id)
-        return [box for i, box in enumerate(boxes) if i not in used_boxes]
-
-    def _identify(self, due: list[Track], index: int, when: float,
-                  rgb: np.ndarray) -> list[dict]:
-        events = []
-        for track, encoding in zip(due, faces.encode(rgb, [t.box for t in due])):
-            match = self.service.identify(track.pooled(encoding), self.tolerance, top_k=1)
-            track.encoded_time = when
-            changed = track.decide(match.name, match.confidence)
-            if not track.announced:
-                track.announced = True
-                events.append(self._event("appear", track, index, when))
-            elif changed:
-                events.append(self._event("change", track, index, when))
-            if track.name:
-                self.seen.add(track.name)
-        return events
-
-    def _leave(self, track: Track) -> dict:
-        del self.tracks[track.id]
-        event = self._event("leave", track, track.last_frame, track.last_time)
-        event["duration"] = round(track.last_time - track.first_time + 1 / self.fps, 3)
-        return event
-
-    def _event(self, kind: str, track: Track, index: int, when: float) -> dict:
-        return {"event": kind, "track": track.id, "name": track.name,
-                "confidence": track.confidence, "frame": index, "time": round(when, 3),
-                "box": asdict(track.box)}
 
 
 def watch(service: FaceService, source: str, scale: float | None = None,
@@ -360,22 +241,6 @@ def _annotate(frame: np.ndarray, tracks) -> np.ndarray:
         cv2.putText(frame, label, (box.left, max(12, box.top - 6)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5, colour, 1, cv2.LINE_AA)
     return frame
-
-
-def names_by_frame(events: list[dict], frames: int) -> list[set]:
-    """For each frame, the names of the faces on screen (None for an unknown face), rebuilt
-    from watch's events: a track holds its name from each event to the next."""
-    tracks: dict[int, list[dict]] = {}
-    for event in events:
-        if event["event"] in ("appear", "change", "leave"):
-            tracks.setdefault(event["track"], []).append(event)
-    on_screen: list[set] = [set() for _ in range(frames)]
-    for track_events in tracks.values():
-        for current, following in zip(track_events, track_events[1:]):
-            end = following["frame"] + (following["event"] == "leave")
-            for frame in range(current["frame"], min(end, frames)):
-                on_screen[frame].add(current["name"])
-    return on_screen
 
 
 def _summary(frames: int, seconds: float, watcher: Watcher) -> dict:

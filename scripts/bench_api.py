@@ -18,9 +18,7 @@ service's .npz with face_recognition. Every server is started and stopped here.
 import argparse
 import contextlib
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,13 +30,9 @@ from urllib.parse import quote
 import numpy as np
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import recognizer  # noqa: E402
-from recognizer import errors, faces  # noqa: E402  (faces imports face_recognition quietly)
-
-import face_recognition  # noqa: E402
+import recognizer
+from recognizer import errors, faces  # faces imports face_recognition quietly
+from recognizer.testing import FACES, free_port, serving
 
 BIN = Path(sys.executable).parent
 # One enrolment photo per person, under <faces>/people/.
@@ -99,6 +93,8 @@ def write_npz(path, people_dir):
 
     :return: names whose photo did not give exactly one face
     """
+    import face_recognition  # already imported, quietly, by recognizer.faces
+
     names, encodings, odd = [], [], []
     for name, relative in ENROL.items():
         image = face_recognition.load_image_file(people_dir / relative)
@@ -110,47 +106,6 @@ def write_npz(path, people_dir):
             encodings.append(found[0])
     np.savez(path, names=np.array(names), encodings=np.array(encodings))
     return odd
-
-
-def free_port():
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(process, url, log, timeout=120):
-    """Poll url until the server answers at all (any HTTP status), or fail with its log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        with contextlib.suppress(requests.RequestException):
-            requests.get(url, timeout=5)
-            return
-        time.sleep(0.3)
-    tail = "".join(Path(log).read_text(errors="replace").splitlines(True)[-20:])
-    raise RuntimeError(f"server {' '.join(process.args)} did not come up; log:\n{tail}")
-
-
-@contextlib.contextmanager
-def serving(command, port, log, ready_path="/", env=None, cwd=ROOT):
-    """Run a server subprocess, yield its base URL once it answers, and always stop it."""
-    with open(log, "w") as output:
-        process = subprocess.Popen([str(part) for part in command], cwd=cwd,
-                                   env={**os.environ, **(env or {})},
-                                   stdout=output, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(process, base + ready_path, log)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def image_server(faces_dir, tmp):
@@ -383,8 +338,7 @@ def bench(args, tmp):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faces", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "shared" / "faces")
+    parser.add_argument("--faces", type=Path, default=FACES)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=8)

@@ -25,11 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from recognizer import bulk, faces  # noqa: E402
-from recognizer.service import IMAGE_SUFFIXES  # noqa: E402
+from recognizer import faces
+from recognizer.build import IMAGE_SUFFIXES, pool
+from recognizer.testing import FACES, ROOT
 
 
 def build(tree: Path, workers: int, store: Path, environ: dict) -> tuple[float, float, dict]:
@@ -66,10 +64,9 @@ def limited(tree: Path, limit: int | None, scratch: Path) -> tuple[Path, int]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", type=Path,
-                        default=ROOT.parent / "shared" / "faces" / "lfw_dev")
+    parser.add_argument("--tree", type=Path, default=FACES / "lfw_dev")
     parser.add_argument("--limit", type=int, help="build only the tree's first N files")
-    parser.add_argument("--workers", type=int, default=bulk.usable_cores())
+    parser.add_argument("--workers", type=int, default=pool.usable_cores())
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--one-blas-thread", action="store_true",
                         help="also time one process with OPENBLAS_NUM_THREADS=1")
@@ -81,7 +78,7 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         tree, count = limited(args.tree, args.limit, Path(scratch))
         print(f"{count} files in {args.tree}; os.cpu_count()={os.cpu_count()}, usable cores="
-              f"{bulk.usable_cores()}; dlib BLAS={faces.blas_enabled()}, OPENBLAS_NUM_THREADS="
+              f"{pool.usable_cores()}; dlib BLAS={faces.blas_enabled()}, OPENBLAS_NUM_THREADS="
               f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; {args.repeats} runs each")
         times = {name: [] for name in configs}
         summaries = {}

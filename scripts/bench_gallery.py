@@ -13,7 +13,7 @@ p50 and p99 latency of one query, recall@1 against brute force and the ratio of 
   the baseline the issue measured (0.1 ms at 1k, 11-26 ms at 100k, 100-300 ms at 1M).
 - **gallery exact**: ``Gallery(index_above=size)``; a query is ``gallery.nearest(probe, 2)``.
 - **gallery faiss**: ``Gallery(index_above=0)``, the IVF index whatever the size, probing
-  ``gallery.IVF_PROBES`` lists; then the same index probing each of ``--probes`` lists, to show
+  ``ivf.PROBES`` lists; then the same index probing each of ``--probes`` lists, to show
   what the default trades.
 
 Recall@1 is the share of probes whose nearest person is brute force's nearest; the largest
@@ -50,18 +50,17 @@ import sys
 import time
 from pathlib import Path
 
+# Before numpy (and so BLAS) is loaded: see Threads in the docstring.
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from recognizer import gallery as gallery_module  # noqa: E402
+from recognizer import ivf  # noqa: E402
 from recognizer.gallery import Gallery  # noqa: E402
+from recognizer.testing import FACES  # noqa: E402
 
-FACES = Path(os.environ.get("FACEREC_TEST_FACES",
-                            Path(__file__).resolve().parents[2] / "shared" / "faces"))
 CACHE = Path.home() / ".cache" / "facerec-bench"
 GOAL_SIZE, GOAL_P50_MS, GOAL_RECALL = 1_000_000, 5.0, 0.99
 
@@ -175,12 +174,12 @@ class Probing:
         self.gallery, self.probes, self.nbytes = gallery, probes, gallery.nbytes
 
     def nearest(self, probe: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """gallery.nearest with gallery.IVF_PROBES set to this many lists."""
-        default, gallery_module.IVF_PROBES = gallery_module.IVF_PROBES, self.probes
+        """gallery.nearest with ivf.PROBES set to this many lists."""
+        default, ivf.PROBES = ivf.PROBES, self.probes
         try:
             return self.gallery.nearest(probe, k)
         finally:
-            gallery_module.IVF_PROBES = default
+            ivf.PROBES = default
 
 
 def loaded(faces: list, index_above: int) -> Gallery:
@@ -239,12 +238,12 @@ def run(size: int, enrolled: list, probes: list, mean: np.ndarray, shape: np.nda
     searches = [build("brute force", lambda: BruteForce(faces)),
                 build("gallery exact", lambda: loaded(faces, index_above=size)),
                 build("gallery faiss", lambda: loaded(faces, index_above=0))]
-    lists = gallery_module.ivf_lists(len(searches[2][1]))
+    lists = ivf.ivf_lists(len(searches[2][1]))
     searches += [(f"faiss {count} probes", Probing(searches[2][1], count), searches[2][2])
-                 for count in sweep if count != gallery_module.IVF_PROBES]
+                 for count in sweep if count != ivf.PROBES]
     print(f"\n{size:,} encodings: {len(enrolled)} real people + {len(extra):,} fillers;"
           f" {len(probes)} probes ({sum(n is not None for _, n in probes)} genuine);"
-          f" faiss: IVF float16, {lists} lists, {min(lists, gallery_module.IVF_PROBES)} probed")
+          f" faiss: IVF float16, {lists} lists, {min(lists, ivf.PROBES)} probed")
     return report(size, searches, measure(searches, probes), probes)
 
 
@@ -256,7 +255,7 @@ def verdict(figures: dict) -> None:
           f"{'met' if met else 'NOT met'} (faiss path: p50 {p50:.2f} ms, recall@1 {recall:.4f})")
     if not met:
         print("  limits: latency grows with the vectors scanned (probed lists x list length);"
-              " recall with the share of lists probed (gallery.IVF_PROBES): trade one for the"
+              " recall with the share of lists probed (ivf.PROBES): trade one for the"
               " other, or use more cores per query")
 
 

@@ -11,13 +11,11 @@ whether dlib uses BLAS.
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recognizer import faces, images  # noqa: E402
+from recognizer import faces, images
+from recognizer.testing import FACES
 
 SIZES = (320, 480, 640, 800, 1024, 1280)
 
@@ -33,8 +31,7 @@ def median_time(function, repeat):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faces", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "shared" / "faces")
+    parser.add_argument("--faces", type=Path, default=FACES)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--upsample", type=int, default=1)
     args = parser.parse_args()

@@ -13,19 +13,15 @@ own frame rate, and how often the two name the same people on the same frame.
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recognizer import FaceService, Settings
+from recognizer.testing import FACES
 
-from recognizer import FaceService, Settings  # noqa: E402
-
-FACES = Path(os.environ.get("FACEREC_TEST_FACES",
-                            Path(__file__).resolve().parents[2] / "shared" / "faces"))
 PEOPLE = ("lin_manuel_miranda", "alex_lacamoire")
 
 
@@ -63,13 +59,13 @@ def naive(video: str, known: dict[str, list[np.ndarray]]) -> tuple[float, list[s
 
 def ours(service: FaceService, video_path: str) -> tuple[float, list[set], dict, float]:
     """watch(); returns (frames per second, names per frame, summary, CPU seconds used)."""
-    from recognizer import video
+    from recognizer import tracking, video
 
     cpu, wall = time.process_time(), time.perf_counter()
     events = list(video.watch(service, video_path))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     summary = events[-1]
-    per_frame = video.names_by_frame(events, summary["frames"])
+    per_frame = tracking.names_by_frame(events, summary["frames"])
     return summary["frames"] / wall, per_frame, summary, cpu / wall
 
 

@@ -17,63 +17,19 @@ encodings; then how well ``confidence`` is calibrated. ``--fit`` refits the conf
 
 import argparse
 import os
-import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recognizer import Settings, openset
+from recognizer.gallery import Gallery
+from recognizer.matching import best_match, ratio_to_second
+from recognizer.testing import FACES
 
-from recognizer import Settings, images, openset, quality  # noqa: E402
-from recognizer.matching import Gallery, best_match, ratio_to_second  # noqa: E402
-
-DEFAULT_TREE = Path(os.environ.get("FACEREC_TEST_FACES",
-                                   Path(__file__).resolve().parents[2] / "shared" / "faces"))
 TOLERANCES = (0.45, 0.48, 0.5, 0.52, 0.55, 0.6)
 RATIOS = (0.78, 0.82, 0.86, 0.9, 1.0)
 BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0001)
-
-
-def encode_photo(path: Path) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-    """(enrolment encoding, probe encoding, quality problems) of the face nearest the centre."""
-    from recognizer import faces
-
-    settings = Settings.from_env()
-    pixels = images.decode(images.read_file(path, settings.max_image_bytes),
-                           settings.max_image_pixels)
-    boxes = faces.detect(pixels, settings.model, settings.upsample, settings.detect_max_side)
-    if not boxes:
-        return None, None, ["no_face"]
-    box = faces.nearest_centre(boxes, pixels.shape[1], pixels.shape[0])
-    problems = quality.problems(faces.measure(pixels, box), settings.quality_limits)
-    (enrolment,) = faces.encode(pixels, [box], settings.enroll_jitters)
-    (probe,) = faces.encode(pixels, [box], settings.jitters)
-    return enrolment, probe, problems
-
-
-def load_tree(tree: Path, workers: int) -> dict[str, list[tuple]]:
-    """{person: [encode_photo(photo), ...]} for every person's photos, in name order."""
-    paths = [(folder.name, photo) for folder in sorted(tree.iterdir()) if folder.is_dir()
-             for photo in sorted(folder.iterdir())
-             if photo.suffix.lower() in {".jpg", ".jpeg", ".png"}]
-    with ProcessPoolExecutor(workers) as pool:
-        results = list(pool.map(encode_photo, [path for _, path in paths], chunksize=8))
-    people: dict[str, list[tuple]] = {}
-    for (person, _), result in zip(paths, results):
-        people.setdefault(person, []).append(result)
-    return people
-
-
-def protocol(people: dict[str, list[tuple]], enroll: int) -> list[openset.Split]:
-    """The splits, with enrolment encodings enrolled and probe encodings probing."""
-    enrolling = {name: [row[0] for row in rows] for name, rows in people.items()}
-    probing = {name: [row[1] for row in rows] for name, rows in people.items()}
-    result = []
-    for enrol, probe in zip(openset.splits(enrolling, enroll), openset.splits(probing, enroll)):
-        result.append(openset.Split(enrol.enrolled, probe.probes))
-    return result
 
 
 def report_geometry(people: dict[str, list[tuple]]) -> None:
@@ -149,15 +105,15 @@ def fit_confidence(rows: list[tuple]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tree", type=Path, nargs="?", default=DEFAULT_TREE / "lfw_dev")
+    parser.add_argument("tree", type=Path, nargs="?", default=FACES / "lfw_dev")
     parser.add_argument("--enroll", type=int, default=1, help="photos enrolled per person")
     parser.add_argument("--fit", action="store_true", help="refit the confidence model")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
     settings = Settings.from_env()
-    people = load_tree(args.tree, args.workers)
+    people = openset.load_tree(args.tree, args.workers)
     problems = Counter(p for rows in people.values() for _, _, found in rows for p in found)
-    splits = protocol(people, args.enroll)
+    splits = openset.protocol(people, args.enroll)
     print(f"{args.tree.name}: {sum(len(r) for r in people.values())} photos of {len(people)}"
           f" people; {args.enroll} enrolled per known person; {len(splits)} splits;"
           f" {len(splits[0].probes)} probes per split")
@@ -167,7 +123,7 @@ def main() -> None:
     report_rules(splits, settings)
     report_calibration(decisions(splits, settings))
     if args.fit:
-        pooled = splits + protocol(people, args.enroll + 1)
+        pooled = splits + openset.protocol(people, args.enroll + 1)
         fit_confidence(decisions(pooled, Settings(tolerance=1.0, ratio=1.0)))
 
 

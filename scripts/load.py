@@ -22,7 +22,6 @@ import itertools
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,8 +33,8 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-FACES = Path(os.environ.get("FACEREC_TEST_FACES", ROOT.parent / "shared" / "faces")).resolve()
+from recognizer.testing import FACES, ROOT, free_port, serving, wait_ready
+
 BIN = Path(sys.executable).parent
 GROWTH_GOAL = 10.0  # percent
 TIMEOUT = 120
@@ -63,24 +62,6 @@ MIX = [
     ("not_found", 2), ("not_an_image", 3), ("missing_image", 2),
 ]
 ALWAYS_ACCEPTABLE = {429, 503}  # the service shedding load is not an error
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(process, url, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the server exited with {process.returncode}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        time.sleep(0.3)
-    raise SystemExit(f"{url}: the server did not start in {timeout} s")
 
 
 def worker_pids(master):
@@ -206,10 +187,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="facerec-load-") as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         images_port, port = free_port(), free_port()
-        images = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(images_port), "--bind", "127.0.0.1",
-             "--directory", str(FACES)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        stack.callback(stop, images)
+        images_base = stack.enter_context(serving(
+            [sys.executable, "-m", "http.server", images_port, "--bind", "127.0.0.1",
+             "--directory", FACES], images_port, tmp / "images.log", ready_path="/SOURCES.md"))
         env = os.environ | {"FACEREC_STORE": str(tmp / "store.sqlite3"),
                             "FACEREC_ALLOW_PRIVATE_NETWORKS": "1", "OPENBLAS_NUM_THREADS": "1",
                             "PYTHONWARNINGS": "ignore"}
@@ -222,9 +202,8 @@ def main():
         gunicorn = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT)
         stack.callback(stop, gunicorn)
-        base, images_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{images_port}"
-        wait_ready(images, f"{images_base}/SOURCES.md")
-        wait_ready(gunicorn, f"{base}/health")
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(gunicorn, f"{base}/health", log_path)
         print(f"gunicorn -w {args.workers} (OPENBLAS_NUM_THREADS=1), {args.clients} clients,"
               f" {args.seconds:.0f} s measured after {args.warmup:.0f} s of warm-up;"
               f" nproc={len(os.sched_getaffinity(0))},"

@@ -5,6 +5,7 @@ import io
 import os
 import socket
 import uuid
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,13 @@ import requests
 from PIL import Image
 
 import api
+from recognizer.live_gallery import LiveGallery
+from recognizer.testing import FACES, ROOT, free_port  # noqa: F401  (tests import them here)
 
-ROOT = Path(__file__).resolve().parents[1]
-FACES = Path(os.environ.get("FACEREC_TEST_FACES", ROOT.parent / "shared" / "faces")).resolve()
 # The store backend this run tests: "sqlite" (the default) or "postgresql", which needs
-# FACEREC_TEST_POSTGRES, the URL of a throwaway server (scripts/test starts one).
+# FACEREC_TEST_POSTGRES, the URL of a throwaway server (scripts/test starts one). The
+# PostgreSQL pass runs only the modules marked `store` (pytestmark): those whose outcome
+# depends on the store; the rest (decoding, fetching, matching, video, fuzzing) run once.
 BACKEND = os.environ.get("FACEREC_TEST_STORE", "sqlite")
 POSTGRES = os.environ.get("FACEREC_TEST_POSTGRES", "")
 
@@ -25,6 +28,8 @@ POSTGRES = os.environ.get("FACEREC_TEST_POSTGRES", "")
 def pytest_configure(config):
     config.addinivalue_line("markers", "backend(name): a test of one store backend only, run in "
                             "that backend's pass of the suite and deselected in the other")
+    config.addinivalue_line("markers", "store: a test whose outcome depends on the store, run "
+                            "in both backends' passes (the others run in the SQLite pass only)")
     if BACKEND not in ("sqlite", "postgresql"):
         raise pytest.UsageError(f"FACEREC_TEST_STORE={BACKEND!r}: sqlite or postgresql")
     if BACKEND == "postgresql" and not POSTGRES:
@@ -37,7 +42,8 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     other = [item for item in items
-             if any(mark.args[0] != BACKEND for mark in item.iter_markers("backend"))]
+             if any(mark.args[0] != BACKEND for mark in item.iter_markers("backend"))
+             or (BACKEND != "sqlite" and item.get_closest_marker("store") is None)]
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = [item for item in items if item not in other]
@@ -66,6 +72,23 @@ def fresh_store(folder: Path):
         with postgres_admin() as admin:
             admin.execute("SET lock_timeout = '20s'")
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def from_outside(location: str, *statements: tuple[str, tuple]) -> None:
+    """Run SQL statements (``?`` placeholders) on a store in one transaction of a connection
+    of their own, as another program (a sqlite3 shell, psql) would: to tamper with a store."""
+    if BACKEND == "sqlite":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(location)) as connection, connection:
+            for sql, parameters in statements:
+                connection.execute(sql, parameters)
+        return
+    import psycopg
+
+    with psycopg.connect(location) as connection:  # commits at the end of the block
+        for sql, parameters in statements:
+            connection.execute(sql.replace("?", "%s"), parameters)
 
 
 @pytest.fixture
@@ -168,8 +191,12 @@ def connections(monkeypatch):
     return attempts
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_galleries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def gallery(store):
+    """The store's faces as a service process keeps them: one LiveGallery per store, brought up
+    to date with the store's change log at each call."""
+    if store not in _galleries:
+        _galleries[store] = LiveGallery(store)
+    return _galleries[store].current()

@@ -5,12 +5,14 @@ import logging
 import falcon
 import hug
 import pytest
+from werkzeug.test import Client
 
 import api
 from conftest import no_face_image
-from recognizer.access import Gate, TokenBuckets, parse_keys, required_scope
+from recognizer.access import Gate, TokenBuckets, parse_keys
 from recognizer.config import ConfigError, Settings
 from recognizer.errors import Forbidden, RateLimited, Unauthorized
+from recognizer.web.scopes import declared
 
 READ, ADMIN = "r-0123456789", "a-9876543210"
 KEYS = f"{READ}:read,{ADMIN}:admin"
@@ -39,33 +41,54 @@ def test_a_key_file_adds_keys(tmp_path):
         Settings.from_env({"FACEREC_API_KEYS_FILE": str(tmp_path / "missing")})
 
 
-def test_scopes_by_route():
-    assert required_scope("GET", "/health") is None
-    assert required_scope("GET", "/recognize") == required_scope("POST", "/recognize") == "read"
-    assert required_scope("GET", "/people") == "read"
-    assert required_scope("POST", "/enroll") == required_scope("GET", "/enroll") == "admin"
-    assert required_scope("DELETE", "/people/ada") == "admin"
-    assert required_scope("GET", "/people/ada") == "read"
-    assert required_scope("DELETE", "/people/ada/faces/7") == "admin"
-    assert required_scope("POST", "/people/ada/rename") == "admin"
-    assert required_scope("POST", "/people/ada/rename/") == "admin"
-    assert required_scope("GET", "/people/ada/rename") == "read"  # not a route: 405 after the key
-    assert required_scope("GET", "/no/such/route") == "read"  # unknown routes need a key too
+# What each route declares: (method, route) -> scope (None: open). A new route must be added
+# here with its scope, or test_every_route_declares_its_scope fails.
+SCOPES = {
+    ("GET", "/health"): None, ("GET", "/openapi.json"): None,
+    ("GET", "/recognize"): "read", ("POST", "/recognize"): "read",
+    ("GET", "/people"): "read", ("GET", "/people/{name}"): "read",
+    ("GET", "/enroll"): "admin", ("POST", "/enroll"): "admin",
+    ("DELETE", "/people/{name}"): "admin", ("DELETE", "/people/{name}/faces/{face_id}"): "admin",
+    ("POST", "/people/{name}/rename"): "admin",
+}
+READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def routes():
+    """(method, route, the scopes it declares) of every HTTP route of the API."""
+    for by_template in api.__hug__.http.routes.values():
+        for template, by_method in by_template.items():
+            for method, versions in by_method.items():
+                for interface in versions.values():
+                    yield method, template, declared(interface.requires)
+
+
+def test_every_route_declares_its_scope():
+    """A route that changes data without a declared scope fails here: each declares exactly
+    one (hug's requires=), the one listed above, and every method that can change data
+    (anything but GET) declares one at least as strict as read."""
+    found = {(method, template): scopes for method, template, scopes in routes()}
+    assert all(len(scopes) == 1 for scopes in found.values()), found
+    assert {route: scopes[0] for route, scopes in found.items()} == SCOPES
+    assert all(scopes[0] is not None for (method, _), scopes in found.items()
+               if method not in READ_ONLY_METHODS)
+    not_found = api.__hug__.http.not_found_handlers[None]
+    assert declared(not_found.requires) == ["read"]  # unknown routes need a key too
 
 
 def test_the_gate_checks_key_scope_and_query():
     gate = Gate(parse_keys(KEYS), rate=0, burst=1)
-    gate.check("GET", "/people", READ, set(), "ip")
-    gate.check("POST", "/enroll", ADMIN, set(), "ip")
-    gate.check("GET", "/health", None, set(), "ip")
+    gate.check("read", READ, set(), "ip")
+    gate.check("admin", ADMIN, set(), "ip")
+    gate.check(None, None, set(), "ip")
     for presented, code in ((None, "missing_api_key"), ("", "missing_api_key"),
                             (READ + "x", "invalid_api_key"), (READ.upper(), "invalid_api_key")):
         with pytest.raises(Unauthorized, match=code):
-            gate.check("GET", "/people", presented, set(), "ip")
+            gate.check("read", presented, set(), "ip")
     with pytest.raises(Forbidden):
-        gate.check("DELETE", "/people/ada", READ, set(), "ip")
+        gate.check("admin", READ, set(), "ip")
     with pytest.raises(Unauthorized, match="api_key_in_query"):
-        gate.check("GET", "/people", ADMIN, {"API_KEY"}, "ip")
+        gate.check("read", ADMIN, {"API_KEY"}, "ip")
 
 
 def test_token_buckets_allow_a_burst_then_the_rate():
@@ -95,12 +118,18 @@ def call(method, path, key=None, **kwargs):
 
 def test_every_endpoint_but_health_needs_a_key(keyed):
     for method, path in (("GET", "people"), ("GET", "recognize"), ("POST", "enroll"),
-                         ("DELETE", "people/ada"), ("GET", "nowhere")):
+                         ("DELETE", "people/ada")):
         refused = call(method, path)
         assert refused.status == falcon.HTTP_401
         assert refused.data == {"errors": {"api_key": "missing_api_key"}}
     assert call("GET", "people", key="wrong").data == {"errors": {"api_key": "invalid_api_key"}}
     assert call("GET", "health").status == falcon.HTTP_200
+    # unknown routes too (through WSGI: hug.test never reaches the API's not-found handler)
+    nowhere = Client(api.__hug_wsgi__).get("/nowhere")
+    assert nowhere.status_code == 401
+    assert nowhere.get_json() == {"errors": {"api_key": "missing_api_key"}}
+    found = Client(api.__hug_wsgi__).get("/nowhere", headers={"X-API-Key": READ})
+    assert (found.status_code, found.get_json()) == (404, {"errors": {"path": "not_found"}})
 
 
 def test_read_keys_recognise_and_list_admin_keys_also_change_the_store(keyed):
@@ -171,7 +200,7 @@ def test_a_keyed_service_does_not_warn(keyed, caplog):
 
 def test_the_gate_raises_rate_limited_with_whole_seconds():
     gate = Gate(parse_keys(KEYS), rate=0.5, burst=1)
-    gate.check("GET", "/people", READ, set(), "ip")
+    gate.check("read", READ, set(), "ip")
     with pytest.raises(RateLimited) as limited:
-        gate.check("GET", "/people", READ, set(), "ip")
+        gate.check("read", READ, set(), "ip")
     assert limited.value.retry_after in (1, 2)

@@ -11,6 +11,8 @@ from PIL import Image
 import api
 from conftest import face, no_face_image, png_bytes, upload
 
+pytestmark = pytest.mark.store  # run on both store backends
+
 
 def enroll_url(serve, name, photo, path=None, **params):
     url = serve(face(photo), path or f"/enroll/{abs(hash(name))}/{face(photo).name}")
@@ -33,8 +35,8 @@ def test_enroll_answers_201_with_the_face_count(env, serve):
     first = enroll_url(serve, "obama", "people/obama/obama.jpg")
     second = enroll_url(serve, "obama", "people/obama/obama1.jpg")
     assert first.status == second.status == falcon.HTTP_201
-    assert first.data["name"] == "obama" and first.data["faces"] == 1
-    assert second.data["faces"] == 2
+    assert first.data["name"] == "obama" and first.data["face_count"] == 1
+    assert second.data["face_count"] == 2
     assert isinstance(second.data["face_id"], int)
     assert second.data["face_id"] != first.data["face_id"]
 
@@ -110,7 +112,7 @@ def test_enroll_with_two_faces_is_refused_unless_largest_face(env, serve):
     assert refused.status == falcon.HTTP_422
     assert refused.data == {"errors": {"image": "multiple_faces"}}
     accepted = enroll_url(serve, "someone", "misc/two_people.jpg", largest_face="true")
-    assert accepted.status == falcon.HTTP_201 and accepted.data["faces"] == 1
+    assert accepted.status == falcon.HTTP_201 and accepted.data["face_count"] == 1
 
 
 def test_enroll_without_a_face_is_refused(env, serve):
@@ -152,9 +154,9 @@ def test_enroll_by_upload_and_by_json_body(env, serve):
 def test_people_delete_and_health(obama_and_biden, serve):
     enroll_url(serve, "obama", "people/obama/obama1.jpg")
     assert hug.test.get(api, "people").data == {
-        "people": [{"name": "biden", "faces": 1}, {"name": "obama", "faces": 2}], "total": 2,
+        "people": [{"name": "biden", "face_count": 1}, {"name": "obama", "face_count": 2}], "total": 2,
         "page": 1, "size": 100, "pages": 1}
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 2, "faces": 3}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 2, "face_count": 3}
 
     deleted = hug.test.delete(api, "people/obama")
     assert deleted.status == falcon.HTTP_200
@@ -163,11 +165,11 @@ def test_people_delete_and_health(obama_and_biden, serve):
     again = hug.test.delete(api, "people/obama")
     assert again.status == falcon.HTTP_404
     assert again.data == {"errors": {"name": "unknown_person"}}
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 1, "faces": 1}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 1, "face_count": 1}
 
 
 def test_names_with_spaces_in_the_path(env, serve):
-    assert enroll_url(serve, "Joe R. O'Biden_2", "people/biden/biden.jpg").data["faces"] == 1
+    assert enroll_url(serve, "Joe R. O'Biden_2", "people/biden/biden.jpg").data["face_count"] == 1
     response = hug.test.delete(api, "/people/Joe%20R.%20O'Biden_2")
     assert response.status == falcon.HTTP_200 and response.data["deleted_faces"] == 1
 

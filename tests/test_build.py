@@ -32,12 +32,15 @@ from PIL import Image, ImageFilter
 import api
 import recognizer
 from conftest import ROOT, face, fresh_store, no_face_image, png_bytes
-from recognizer import bulk, service
+from recognizer.build import folder, pool
+from recognizer.errors import WorkersFailed
 from recognizer.matching import SAME_PERSON_LIMIT
+
+pytestmark = pytest.mark.store  # run on both store backends
 
 OBAMA_FACE_WIDTH = 250  # pixels across, roughly, in people/obama/obama.jpg
 LFW = ("Abdullah_Gul", "Ahmed_Chalabi", "Ali_Khamenei", "Andy_Roddick")  # 3+ one-face photos
-REAL_FILE_OUTCOME = service.file_outcome
+REAL_FILE_OUTCOME = folder.file_outcome
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +84,13 @@ def a_service(tmp_path, name, **settings):
     folder.mkdir()
     with fresh_store(folder) as location:
         environ = {f"FACEREC_{key.upper()}": str(value) for key, value in settings.items()}
-        faces = recognizer.FaceService(recognizer.Settings.from_env(
+        service = recognizer.FaceService(recognizer.Settings.from_env(
             environ | {"FACEREC_STORE": location, "FACEREC_KNOWN_FACES_DIR": str(folder)}))
-        faces.recorded = spy_on_records(faces.store)
+        service.recorded = spy_on_records(service.store)
         try:
-            yield faces
+            yield service
         finally:
-            faces.store.close()
+            service.store.close()
 
 
 def spy_on_records(store):
@@ -188,7 +191,7 @@ def test_an_interrupted_build_keeps_what_it_recorded_and_the_next_resumes(tmp_pa
                                    for path in files}
         assert [path for path, _, _ in two.recorded] == files  # each recorded once, in order
         assert [two.store.file_face(path) for path in first] == faces_of_first
-        assert two.health()["faces"] == len(files)
+        assert two.health().face_count == len(files)
 
 
 def test_a_ctrl_c_while_a_file_is_recorded_stops_the_build_after_that_file(tmp_path):
@@ -206,7 +209,7 @@ def test_a_ctrl_c_while_a_file_is_recorded_stops_the_build_after_that_file(tmp_p
         one.store.record_file = record_file
         first = min(path.relative_to(tree).as_posix() for path in tree.glob("*/*"))
         assert [path for path, _, _ in one.recorded] == [first]
-        assert one.store.file_face(first) is not None and one.health()["faces"] == 1
+        assert one.store.file_face(first) is not None and one.health().face_count == 1
         assert outcomes(one.build(tree, workers=1)) == {first: "unchanged",
                                                         first.replace(LFW[0], LFW[1]): "enrolled"}
 
@@ -288,7 +291,8 @@ def test_the_command_line_build_stops_cleanly_and_resumes(env, tmp_path, stop):
     assert "18/18" in stderr
     assert report["summary"]["unchanged"] >= 2
     assert report["summary"]["unchanged"] + report["summary"]["enrolled"] == 18
-    assert api.get_service().health() == {"status": "ok", "people": 6, "faces": 18}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 6,
+                                                 "face_count": 18}
 
 
 # -- dying workers -------------------------------------------------------------------------------
@@ -303,7 +307,7 @@ def outcome_or_die(settings, data, force=False):
 
 def test_a_file_that_kills_its_worker_is_reported_and_nothing_else_is_lost(
         tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(service, "file_outcome", outcome_or_die)
+    monkeypatch.setattr(folder, "file_outcome", outcome_or_die)
     tree = lfw_tree(tmp_path / "tree", LFW[:3])
     (tree / LFW[1] / "poison.jpg").write_bytes(b"DIE")
     with a_service(tmp_path, "two", enroll_jitters=1) as two:
@@ -319,8 +323,8 @@ def test_a_file_that_kills_its_worker_is_reported_and_nothing_else_is_lost(
 
 
 def test_workers_that_always_die_stop_the_build():
-    with pytest.raises(bulk.PoolFailed) as failed:
-        list(bulk.run(os._exit, [(number, 1) for number in range(10)], workers=2))
+    with pytest.raises(WorkersFailed) as failed:
+        list(pool.run(os._exit, [(number, 1) for number in range(10)], workers=2))
     assert failed.value.as_body() == {"errors": {"build": "workers_keep_crashing"}}
 
 
@@ -328,18 +332,18 @@ def test_workers_that_always_die_stop_the_build():
 
 
 def test_the_workers_option(env, tmp_path, monkeypatch):
-    asked, run = [], bulk.run
+    asked, run = [], pool.run
 
     def counting(work, items, workers):
         asked.append(workers)
         return run(work, items, workers)
 
-    monkeypatch.setattr(bulk, "run", counting)
+    monkeypatch.setattr(pool, "run", counting)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert hug.test.cli("build", str(empty), module=api, workers=2)["summary"] == {}
     assert hug.test.cli("build", str(empty), module=api)["summary"] == {}
-    assert asked == [2, bulk.usable_cores()]
+    assert asked == [2, pool.usable_cores()]
     for refused in ("0", "65"):  # (hug.test.cli would leave itself broken by argparse's exit)
         out_of_range = run_cli("build", str(empty), "--workers", refused)
         assert out_of_range.wait(60) == 2 and "workers" in out_of_range.stderr.read()
@@ -384,8 +388,8 @@ def test_build_refuses_the_blurred_photo_and_flags_the_misfiled_one(env, misfile
     unlike, resembles = files["bob/obama3.jpg"]["warnings"]
     assert unlike["code"] == "unlike_existing_faces" and unlike["distance"] > SAME_PERSON_LIMIT
     assert resembles["code"] == "resembles_another_person" and resembles["person"] == "alice"
-    assert hug.test.get(api, "people").data["people"] == [{"name": "alice", "faces": 2},
-                                                          {"name": "bob", "faces": 2}]
+    assert hug.test.get(api, "people").data["people"] == [{"name": "alice", "face_count": 2},
+                                                          {"name": "bob", "face_count": 2}]
 
 
 def test_a_second_build_is_unchanged_and_force_enrols_only_the_refused_photo(env, misfiled):
@@ -398,7 +402,7 @@ def test_a_second_build_is_unchanged_and_force_enrols_only_the_refused_photo(env
     outcomes = {name: entry["outcome"] for name, entry in by_file(forced).items()}
     assert outcomes.pop("alice/blurred.jpg") == "enrolled"
     assert set(outcomes.values()) == {"unchanged"}
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 2, "faces": 5}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 2, "face_count": 5}
     assert hug.test.cli("build", str(misfiled), module=api)["summary"] == {"unchanged": 5}
 
 
@@ -410,7 +414,7 @@ def test_a_replaced_photo_is_compared_with_the_others_not_with_the_face_it_repla
     shutil.copy(face("people/biden/biden.jpg"), root / "bob" / "photo.jpg")  # put right
     fixed = by_file(hug.test.cli("build", str(root), module=api))["bob/photo.jpg"]
     assert fixed["outcome"] == "enrolled" and "warnings" not in fixed
-    assert hug.test.get(api, "people").data["people"] == [{"name": "bob", "faces": 1}]
+    assert hug.test.get(api, "people").data["people"] == [{"name": "bob", "face_count": 1}]
     shutil.copy(face("people/biden/biden2.jpg"), root / "bob" / "second.jpg")
     second = by_file(hug.test.cli("build", str(root), module=api))["bob/second.jpg"]
     assert second["outcome"] == "enrolled" and "warnings" not in second

@@ -13,6 +13,8 @@ import api
 from conftest import ROOT, face, no_face_image
 from recognizer.errors import InvalidParameter, UnknownPerson, UnusableFace
 
+pytestmark = pytest.mark.store  # run on both store backends
+
 
 @pytest.fixture
 def tree(tmp_path):
@@ -28,12 +30,12 @@ def tree(tmp_path):
 
 def test_enroll_recognize_people_and_forget(env):
     enrolled = hug.test.cli("enroll", "obama", str(face("people/obama/obama.jpg")), module=api)
-    assert enrolled == {"name": "obama", "face_id": 1, "faces": 1, "warnings": []}
+    assert enrolled == {"name": "obama", "face_id": 1, "face_count": 1, "warnings": []}
     result = hug.test.cli("recognize", str(face("people/obama/obama2.jpg")), module=api,
                           top_k=2, model="hog")  # (hug.test.cli drops values equal to 0 or 1)
     assert [f["name"] for f in result["faces"]] == ["obama"]
     assert result["image"] == {"width": 626, "height": 1200}
-    assert hug.test.cli("people", module=api) == {"people": [{"name": "obama", "faces": 1}],
+    assert hug.test.cli("people", module=api) == {"people": [{"name": "obama", "face_count": 1}],
                                                   "total": 1, "page": 1, "size": 100, "pages": 1}
     assert hug.test.cli("forget", "obama", module=api) == {"name": "obama", "deleted_faces": 1}
     assert isinstance(hug.test.cli("forget", "obama", module=api), UnknownPerson)
@@ -43,7 +45,7 @@ def test_enroll_face_count_errors_and_largest_face(env):
     two = str(face("misc/two_people.jpg"))
     error = hug.test.cli("enroll", "x", two, module=api)
     assert isinstance(error, UnusableFace) and error.message == "multiple_faces"
-    assert hug.test.cli("enroll", "x", two, module=api, largest_face=True)["faces"] == 1
+    assert hug.test.cli("enroll", "x", two, module=api, largest_face=True)["face_count"] == 1
 
 
 def test_a_local_path_is_a_cli_thing_only(env, tmp_path):
@@ -59,7 +61,7 @@ def test_build_enrols_everyone_and_reports_each_file(env, tree):
         "obama/landscape.png": "no_face", "obama/obama.jpg": "enrolled",
     }
     assert report["summary"] == {"enrolled": 3, "no_face": 1}
-    assert report["people"] == 3
+    assert report["person_count"] == 3
     people = hug.test.cli("people", module=api)["people"]
     assert [p["name"] for p in people] == ["Kit Harington", "biden", "obama"]
     recognised = hug.test.cli("recognize", str(face("people/obama/obama2.jpg")), module=api)
@@ -80,7 +82,7 @@ def test_build_replaces_a_changed_file_and_adds_a_new_one(env, tree):
     shutil.copy(face("people/biden/biden2.jpg"), tree / "biden")
     report = hug.test.cli("build", str(tree), module=api)
     assert report["summary"] == {"enrolled": 2, "unchanged": 3}
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 3, "faces": 4}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 3, "face_count": 4}
 
 
 def test_build_reports_bad_files_and_names_and_stays_in_the_tree(env, tree, tmp_path):

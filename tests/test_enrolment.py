@@ -16,6 +16,8 @@ from conftest import face, png_bytes, upload
 from recognizer.errors import UnusableFace
 from recognizer.matching import SAME_PERSON_LIMIT
 
+pytestmark = pytest.mark.store  # run on both store backends
+
 OBAMA = "people/obama/obama.jpg"
 OBAMA_FACE_WIDTH = 250  # pixels across, roughly, in obama.jpg
 TURNED = "lfw_dev/Bill_Frist/Bill_Frist_0002.jpg"  # one face, yaw about -54 degrees
@@ -53,7 +55,7 @@ def enroll_photo(name, photo):
 def assert_nothing_stored():
     assert hug.test.get(api, "people").data == {"people": [], "total": 0, "page": 1,
                                                 "size": 100, "pages": 0}
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 0, "faces": 0}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 0, "face_count": 0}
 
 
 def refused(response, reason):
@@ -74,10 +76,10 @@ def test_a_blurred_photo_is_refused_by_upload_and_by_url_unless_forced(env, serv
 
     forced = hug.test.get(api, "enroll", name="obama", image_url=url, force="true")
     assert forced.status == falcon.HTTP_201, forced.data
-    assert forced.data["faces"] == 1 and forced.data["warnings"] == []
-    assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "faces": 1}],
+    assert forced.data["face_count"] == 1 and forced.data["warnings"] == []
+    assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "face_count": 1}],
                                                 "total": 1, "page": 1, "size": 100, "pages": 1}
-    assert enroll_upload("obama", blurred, force="true").data["faces"] == 2  # upload + force
+    assert enroll_upload("obama", blurred, force="true").data["face_count"] == 2  # upload + force
 
 
 @pytest.mark.parametrize("upsample", [1, 2])
@@ -87,7 +89,7 @@ def test_a_tiny_face_is_refused_as_small_face_unless_forced(reconfigure, tiny, u
     assert refused(response, "small_face"), response.data  # found (36 or 31 px across), not no_face
     assert_nothing_stored()
     forced = enroll_upload("obama", tiny, force="true")
-    assert forced.status == falcon.HTTP_201 and forced.data["faces"] == 1
+    assert forced.status == falcon.HTTP_201 and forced.data["face_count"] == 1
 
 
 def test_an_extreme_pose_is_refused_unless_forced(env):
@@ -98,7 +100,7 @@ def test_an_extreme_pose_is_refused_unless_forced(env):
     assert refused(response, "extreme_pose"), response.data
     assert_nothing_stored()
     forced = enroll_upload("Bill Frist", data, force="true")
-    assert forced.status == falcon.HTTP_201 and forced.data["faces"] == 1
+    assert forced.status == falcon.HTTP_201 and forced.data["face_count"] == 1
 
 
 def test_cli_enroll_refuses_a_blurred_file_unless_force(env, tmp_path, blurred):
@@ -108,7 +110,7 @@ def test_cli_enroll_refuses_a_blurred_file_unless_force(env, tmp_path, blurred):
     assert isinstance(error, UnusableFace) and error.message == "blurry"
     assert hug.test.cli("people", module=api)["total"] == 0
     forced = hug.test.cli("enroll", "obama", str(path), module=api, force=True)  # --force
-    assert forced == {"name": "obama", "face_id": 1, "faces": 1, "warnings": []}
+    assert forced == {"name": "obama", "face_id": 1, "face_count": 1, "warnings": []}
 
 
 # -- several photos per person, and label warnings -------------------------------------------
@@ -118,9 +120,9 @@ def test_photos_of_one_person_add_up_without_warnings_and_name_a_new_photo(env):
     first, second, third = (enroll_photo("obama", f"people/obama/{photo}")
                             for photo in ("obama.jpg", "obama2.jpg", "obama1.jpg"))
     assert [r.status for r in (first, second, third)] == [falcon.HTTP_201] * 3
-    assert [r.data["faces"] for r in (first, second, third)] == [1, 2, 3]
+    assert [r.data["face_count"] for r in (first, second, third)] == [1, 2, 3]
     assert [r.data["warnings"] for r in (first, second, third)] == [[], [], []]
-    assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "faces": 3}],
+    assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "face_count": 3}],
                                                 "total": 1, "page": 1, "size": 100, "pages": 1}
     probe = face("people/obama/obama3.jpg").read_bytes()  # never enrolled
     response = hug.test.post(api, "recognize", body=probe, headers={"content-type": "image/jpeg"})
@@ -133,7 +135,7 @@ def test_a_face_unlike_the_persons_others_is_added_with_a_warning(env):
     enroll_photo("obama", "people/obama/obama2.jpg")
     response = enroll_photo("obama", "people/biden/biden.jpg")
     assert response.status == falcon.HTTP_201
-    assert response.data["faces"] == 3  # a warning, not a refusal
+    assert response.data["face_count"] == 3  # a warning, not a refusal
     (warning,) = response.data["warnings"]
     assert warning["code"] == "unlike_existing_faces"
     assert warning["distance"] > SAME_PERSON_LIMIT
@@ -143,7 +145,7 @@ def test_a_new_name_for_an_enrolled_face_warns_that_it_resembles_another_person(
     enroll_photo("obama", "people/obama/obama.jpg")
     enroll_photo("biden", "people/biden/biden.jpg")
     response = enroll_photo("joe", "people/biden/biden2.jpg")
-    assert response.status == falcon.HTTP_201 and response.data["faces"] == 1
+    assert response.status == falcon.HTTP_201 and response.data["face_count"] == 1
     (warning,) = response.data["warnings"]  # joe is new: nothing of his own to be unlike
     assert warning["code"] == "resembles_another_person" and warning["person"] == "biden"
     assert 0 < warning["distance"] <= api.get_service().settings.tolerance

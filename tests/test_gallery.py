@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import FACES, face
-from recognizer import gallery as gallery_module
+from recognizer import ivf
 from recognizer.config import Settings
 from recognizer.gallery import Gallery
 from recognizer.matching import best_match
@@ -58,7 +58,7 @@ def assert_answers(gallery: Gallery, faces: dict, probes, k: int = 4,
 def assert_state(gallery: Gallery, faces: dict, probes) -> None:
     people = centroids(faces)
     assert gallery.names == tuple(sorted(people)) and len(gallery) == len(people)
-    assert gallery.faces == len(faces)
+    assert gallery.face_count == len(faces)
     assert_answers(gallery, faces, probes)
     for name in list(people)[:3]:
         expected = np.linalg.norm(people[name] - probes[0])
@@ -123,7 +123,7 @@ def test_without_leaves_one_face_out(index_above):
             if expected is not None:
                 assert distance == pytest.approx(np.linalg.norm(expected - probes[0]), abs=1e-9)
     assert "loner" not in [name for name, _ in gallery.nearest(probes[1], 10, without=99)]
-    assert gallery.faces == 21  # nothing was taken out for real
+    assert gallery.face_count == 21  # nothing was taken out for real
 
 
 def test_best_match_without_a_face_matches_a_gallery_built_without_it():
@@ -141,7 +141,7 @@ def test_from_encodings_numbers_faces_in_name_order_and_skips_people_without_fac
     rng = np.random.default_rng(5)
     bob, ann = [encoding(rng), encoding(rng)], [encoding(rng)]
     gallery = Gallery.from_encodings({"bob": bob, "ann": ann, "nobody": []})
-    assert gallery.names == ("ann", "bob") and len(gallery) == 2 and gallery.faces == 3
+    assert gallery.names == ("ann", "bob") and len(gallery) == 2 and gallery.face_count == 3
     gallery.remove(0)  # ann's only face
     assert gallery.names == ("bob",)
     gallery.remove(1)
@@ -195,7 +195,7 @@ def test_a_bad_encoding_is_refused_and_changes_nothing(bad):
     gallery = Gallery.from_encodings({"ann": [encoding(rng)]})
     with pytest.raises(ValueError):
         gallery.apply([0], [(1, "bob", encoding(rng)), (2, "cy", bad)])
-    assert gallery.names == ("ann",) and gallery.faces == 1
+    assert gallery.names == ("ann",) and gallery.face_count == 1
     with pytest.raises(ValueError):
         gallery.nearest(np.zeros(3), 1)
     with pytest.raises(ValueError):
@@ -207,7 +207,7 @@ def test_clear_empties_the_gallery_and_drops_the_index():
     gallery = Gallery.from_encodings({f"p{i}": [encoding(rng)] for i in range(5)}, index_above=2)
     assert gallery.index_kind == "faiss"
     gallery.clear()
-    assert (gallery.names, gallery.faces, gallery.index_kind) == ((), 0, "exact")
+    assert (gallery.names, gallery.face_count, gallery.index_kind) == ((), 0, "exact")
     gallery.add(1, "ann", encoding(rng))
     assert gallery.names == ("ann",)
 
@@ -250,7 +250,7 @@ def test_the_index_is_retrained_only_when_the_gallery_has_grown_fourfold(caplog)
 
 def test_an_index_probing_few_lists_still_returns_exact_distances(monkeypatch):
     """With pruning, the index may miss people, but what it returns is re-ranked in float64."""
-    monkeypatch.setattr(gallery_module, "IVF_PROBES", 2)
+    monkeypatch.setattr(ivf, "PROBES", 2)
     rng = np.random.default_rng(12)
     faces = {i: (f"p{i}", encoding(rng)) for i in range(2000)}
     gallery = Gallery(index_above=0)
@@ -269,7 +269,7 @@ def test_without_faiss_the_gallery_searches_exactly(monkeypatch, caplog):
     def missing(vectors):
         raise ImportError("No module named 'faiss'")
 
-    monkeypatch.setattr(gallery_module, "_ivf", missing)
+    monkeypatch.setattr(ivf, "build", missing)
     rng = np.random.default_rng(14)
     faces = {i: (f"p{i % 9}", encoding(rng)) for i in range(30)}
     gallery = Gallery(index_above=4)
@@ -384,5 +384,5 @@ def test_the_faiss_path_names_real_faces_as_the_exact_path_does(lfw):
     for gallery in (exact, indexed):  # enrol half of the probes, then take fillers out
         gallery.apply((), changes)
         gallery.apply(range(len(enrolled), len(enrolled) + 500), ())
-    assert exact.faces == indexed.faces == len(enrolled) + 500 + len(changes)
+    assert exact.face_count == indexed.face_count == len(enrolled) + 500 + len(changes)
     assert decisions(indexed) == decisions(exact) != first

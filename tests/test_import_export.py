@@ -23,6 +23,8 @@ from conftest import ROOT, face, fresh_store
 from recognizer import encodings_file
 from recognizer.errors import InvalidParameter
 
+pytestmark = pytest.mark.store  # run on both store backends
+
 PHOTOS = (("obama", "people/obama/obama.jpg"), ("obama", "people/obama/obama1.jpg"),
           ("biden", "people/biden/biden.jpg"),
           ("Rose Leslie", "people/rose_leslie/rose_leslie_img1.jpg"))
@@ -65,9 +67,9 @@ def test_a_face_recognition_scripts_npz_imports_and_is_recognised(env, tmp_path,
     path = tmp_path / "known.npz"
     np.savez(path, names=np.array(names), encodings=np.array(known))  # the script's own line
 
-    assert run("import-encodings", path) == {"imported": 4, "people": 3,
+    assert run("import-encodings", path) == {"imported": 4, "person_count": 3,
                                              "already_imported": False}
-    assert health() == {"status": "ok", "people": 3, "faces": 4}
+    assert health() == {"status": "ok", "person_count": 3, "face_count": 4}
     assert recognised("people/obama/obama2.jpg") == ["obama"]
     assert recognised("people/rose_leslie/rose_leslie_img2.jpg") == ["Rose Leslie"]
     sources = [f["source"] for f in hug.test.get(api, "people/obama").data["faces"]]
@@ -82,9 +84,9 @@ def test_importing_the_same_file_again_adds_nothing_and_says_so(env, tmp_path, s
     copy = tmp_path / "copy of known.npz"  # the same bytes under another name
     copy.write_bytes(path.read_bytes())
     for again in (path, copy):
-        assert run("import-encodings", again) == {"imported": 0, "people": 3,
+        assert run("import-encodings", again) == {"imported": 0, "person_count": 3,
                                                   "already_imported": True}
-    assert health() == {"status": "ok", "people": 3, "faces": 4}
+    assert health() == {"status": "ok", "person_count": 3, "face_count": 4}
 
 
 def test_an_export_imports_into_a_fresh_store_as_the_same_people_and_encodings(
@@ -95,7 +97,7 @@ def test_an_export_imports_into_a_fresh_store_as_the_same_people_and_encodings(
     people = hug.test.get(api, "people").data
 
     exported = run("export-encodings", tmp_path / "backup.npz")
-    assert exported == {"exported": 4, "people": 3, "file": str(tmp_path / "backup.npz")}
+    assert exported == {"exported": 4, "person_count": 3, "file": str(tmp_path / "backup.npz")}
     path = tmp_path / "backup.npz"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with np.load(path, allow_pickle=False) as saved:
@@ -106,8 +108,8 @@ def test_an_export_imports_into_a_fresh_store_as_the_same_people_and_encodings(
 
     with fresh_store(tmp_path / "fresh") as location:
         reconfigure(store=location)
-        assert health()["faces"] == 0
-        assert run("import-encodings", path) == {"imported": 4, "people": 3,
+        assert health()["face_count"] == 0
+        assert run("import-encodings", path) == {"imported": 4, "person_count": 3,
                                                  "already_imported": False}
         after = api.get_service().store.export()
         assert after.names == before.names
@@ -121,7 +123,7 @@ def test_an_export_imports_into_a_fresh_store_as_the_same_people_and_encodings(
 
 def test_an_export_of_an_empty_store_is_an_empty_file(env, tmp_path):
     assert run("export-encodings", tmp_path / "none.npz") == {
-        "exported": 0, "people": 0, "file": str(tmp_path / "none.npz")}
+        "exported": 0, "person_count": 0, "file": str(tmp_path / "none.npz")}
     with np.load(tmp_path / "none.npz", allow_pickle=False) as saved:
         assert saved["names"].shape == (0,) and saved["encodings"].shape == (0, 128)
     refused = run("import-encodings", tmp_path / "none.npz")
@@ -321,7 +323,7 @@ def test_a_bad_file_is_refused_with_its_reason_and_nothing_is_stored(env, tmp_pa
     assert (refused.field, refused.message) == ("file", message)
     assert refused.as_body() == {"errors": {"file": message}}
     assert calls == []
-    assert health() == {"status": "ok", "people": 1, "faces": 1}
+    assert health() == {"status": "ok", "person_count": 1, "face_count": 1}
 
 
 def test_an_invalid_name_is_reported_by_row_never_echoed(env, tmp_path):
@@ -379,7 +381,7 @@ def test_names_are_stored_nfc_normalised(env, tmp_path):
     path = savez(tmp_path / "x.npz", names=np.array(["Zoe\u0308"]),
                  encodings=rng.normal(size=(1, 128)))
     assert run("import-encodings", path)["imported"] == 1
-    assert hug.test.get(api, "people").data["people"] == [{"name": "Zoë", "faces": 1}]
+    assert hug.test.get(api, "people").data["people"] == [{"name": "Zoë", "face_count": 1}]
 
 
 # -- the edges: never over HTTP; the real command line ----------------------------------------
@@ -404,9 +406,9 @@ def test_the_real_command_line(env, tmp_path, store_location, script_output):
     source = savez(tmp_path / "known.npz", names=np.array(names), encodings=np.array(known))
     imported = run_cli("import-encodings", source, location=store_location)
     assert imported.returncode == 0, imported.stderr
-    assert json.loads(imported.stdout) == {"imported": 4, "people": 3, "already_imported": False}
+    assert json.loads(imported.stdout) == {"imported": 4, "person_count": 3, "already_imported": False}
     exported = run_cli("export-encodings", tmp_path / "out.npz", location=store_location)
-    assert json.loads(exported.stdout) == {"exported": 4, "people": 3,
+    assert json.loads(exported.stdout) == {"exported": 4, "person_count": 3,
                                            "file": str(tmp_path / "out.npz")}
     bad = savez(tmp_path / "bad.npz", names=np.array(["a"], dtype=object),
                 encodings=rng.normal(size=(1, 128)))
@@ -414,4 +416,4 @@ def test_the_real_command_line(env, tmp_path, store_location, script_output):
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert json.loads(refused.stderr.strip().splitlines()[-1]) == {
         "errors": {"file": "pickled_arrays"}}
-    assert health() == {"status": "ok", "people": 3, "faces": 4}
+    assert health() == {"status": "ok", "person_count": 3, "face_count": 4}

@@ -1,8 +1,9 @@
-"""The decision rule on real faces: open-set identification through scripts/eval_openset.py.
+"""The decision rule on real faces: open-set identification through recognizer.openset.
 
 Every photo goes through the service's own pipeline (detect, the centre face, encode with the
 enrolment and recognition jitters); the rule is the service's defaults. lfw_dev is cut to its
-first 20 known people and 20 strangers to keep the suite quick; the full run is in the README.
+first 20 known people and 20 strangers to keep the suite quick; the full run is in
+docs/accuracy.md.
 """
 
 import os
@@ -13,7 +14,6 @@ import pytest
 
 from conftest import FACES, face
 from recognizer import Settings, openset
-from scripts import eval_openset
 
 DEFAULTS = Settings()
 
@@ -33,11 +33,11 @@ def subset(tmp_path: Path, known: int, strangers: int) -> Path:
 @pytest.fixture(scope="module")
 def lfw(tmp_path_factory):
     tree = subset(tmp_path_factory.mktemp("lfw"), known=20, strangers=20)
-    return eval_openset.load_tree(tree, workers=2)
+    return openset.load_tree(tree, workers=2)
 
 
 def test_the_defaults_name_known_people_and_refuse_strangers(lfw):
-    splits = eval_openset.protocol(lfw, enroll=1)
+    splits = openset.protocol(lfw, enroll=1)
     service = openset.evaluate(splits, DEFAULTS.tolerance, DEFAULTS.ratio)
     assert service.known_probes > 150 and service.strangers == 80
     assert service.identified >= 0.8
@@ -50,7 +50,7 @@ def test_the_defaults_name_known_people_and_refuse_strangers(lfw):
 
 
 def test_a_stricter_tolerance_or_ratio_never_names_more(lfw):
-    splits = eval_openset.protocol(lfw, enroll=1)
+    splits = openset.protocol(lfw, enroll=1)
     loose = openset.evaluate(splits, 0.55, 0.9)
     default = openset.evaluate(splits, DEFAULTS.tolerance, DEFAULTS.ratio)
     strict = openset.evaluate(splits, 0.45, 0.75)
@@ -59,16 +59,16 @@ def test_a_stricter_tolerance_or_ratio_never_names_more(lfw):
 
 
 def test_two_photos_per_person_name_more_of_them(lfw):
-    one = openset.evaluate(eval_openset.protocol(lfw, 1), DEFAULTS.tolerance, DEFAULTS.ratio)
-    two = openset.evaluate(eval_openset.protocol(lfw, 2), DEFAULTS.tolerance, DEFAULTS.ratio)
+    one = openset.evaluate(openset.protocol(lfw, 1), DEFAULTS.tolerance, DEFAULTS.ratio)
+    two = openset.evaluate(openset.protocol(lfw, 2), DEFAULTS.tolerance, DEFAULTS.ratio)
     assert two.identified >= one.identified and two.identified >= 0.9
     assert two.false_accepts <= 0.02
 
 
 def test_the_shared_people_are_named_and_the_one_stranger_is_not():
-    people = eval_openset.load_tree(FACES / "people", workers=2)
+    people = openset.load_tree(FACES / "people", workers=2)
     assert len(people["obama"]) == 12 and len(people["lin_manuel_miranda"]) == 1
-    result = openset.evaluate(eval_openset.protocol(people, 1), DEFAULTS.tolerance,
+    result = openset.evaluate(openset.protocol(people, 1), DEFAULTS.tolerance,
                               DEFAULTS.ratio)
     assert result.identified >= 0.9 and result.wrong_names == 0
     assert result.strangers == 12 and result.false_accepts == 0

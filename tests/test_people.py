@@ -20,6 +20,8 @@ from conftest import ROOT, face
 from recognizer import faces, images
 from recognizer.errors import UnknownFace, UnknownPerson
 
+pytestmark = pytest.mark.store  # run on both store backends
+
 READ, ADMIN = "r-people-key", "a-people-key"
 
 
@@ -79,7 +81,7 @@ NAMES = ["ada", "Ada Lovelace", "Bob", "bob", "Zoë", "Émile", "carl", "d'Artag
 def test_people_come_a_page_at_a_time_in_code_point_order(env, encodings):
     for number, name in enumerate(NAMES):
         add(encodings, name, count=1 + number % 3)
-    expected = [{"name": name, "faces": 1 + NAMES.index(name) % 3} for name in sorted(NAMES)]
+    expected = [{"name": name, "face_count": 1 + NAMES.index(name) % 3} for name in sorted(NAMES)]
     assert [p["name"] for p in expected][:4] == ["Ada Lovelace", "Bob", "O'Brien", "Zoë"]
 
     pages = [hug.test.get(api, "people", page=page, size=4).data for page in (1, 2, 3)]
@@ -110,7 +112,7 @@ def test_deleted_people_leave_the_pages_and_the_total(env, encodings):
         add(encodings, name)
     hug.test.delete(api, "people/b")
     assert hug.test.get(api, "people", size=2).data == {
-        "people": [{"name": "a", "faces": 1}, {"name": "c", "faces": 1}], "total": 2, "page": 1,
+        "people": [{"name": "a", "face_count": 1}, {"name": "c", "face_count": 1}], "total": 2, "page": 1,
         "size": 2, "pages": 1}
 
 
@@ -198,7 +200,7 @@ def test_deleting_faces_changes_who_is_recognised(env):
     assert hug.test.get(api, "people/obama").status == falcon.HTTP_404
     name, candidates = recognised("people/obama/obama2.jpg")
     assert name is None and "obama" not in candidates
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 1, "faces": 1}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 1, "face_count": 1}
     again = hug.test.delete(api, f"people/obama/faces/{second}")
     assert again.status == falcon.HTTP_404
     assert again.data == {"errors": {"name": "unknown_person"}}
@@ -214,7 +216,7 @@ def test_a_face_of_somebody_else_or_nobody_is_404_and_nothing_changes(env, encod
         assert response.data == {"errors": {"face_id": "unknown_face"}}
     nobody = hug.test.delete(api, f"people/carl/faces/{ada}")
     assert nobody.data == {"errors": {"name": "unknown_person"}}
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 2, "faces": 2}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 2, "face_count": 2}
 
 
 @pytest.mark.parametrize("face_id", ["0", "-1", "abc", "1.5", "1e2", "+1", str(2**63),
@@ -224,7 +226,7 @@ def test_a_face_id_must_be_a_positive_whole_number(env, encodings, face_id):
     response = hug.test.delete(api, f"people/ada/faces/{quote(face_id)}")
     assert response.status == falcon.HTTP_400
     assert list(response.data["errors"]) == ["face_id"]
-    assert hug.test.get(api, "health").data["faces"] == 1
+    assert hug.test.get(api, "health").data["face_count"] == 1
 
 
 # -- POST /people/{name}/rename -------------------------------------------------------------
@@ -237,15 +239,15 @@ def test_a_merge_makes_one_person_who_is_recognised_under_the_new_name(env):
 
     merged = rename("Barack", new_name="Barack Obama")
     assert merged.status == falcon.HTTP_200
-    assert merged.data == {"name": "Barack Obama", "faces": 2, "merged": True}
+    assert merged.data == {"name": "Barack Obama", "face_count": 2, "merged": True}
     assert hug.test.get(api, "people").data["people"] == [
-        {"name": "Barack Obama", "faces": 2}, {"name": "biden", "faces": 1}]
+        {"name": "Barack Obama", "face_count": 2}, {"name": "biden", "face_count": 1}]
     assert hug.test.get(api, "people/Barack").status == falcon.HTTP_404
     name, candidates = recognised("people/obama/obama2.jpg")
     assert name == "Barack Obama" and "Barack" not in candidates
 
     renamed = rename("biden", **json_body({"new_name": "Joe Biden"}))
-    assert renamed.data == {"name": "Joe Biden", "faces": 1, "merged": False}
+    assert renamed.data == {"name": "Joe Biden", "face_count": 1, "merged": False}
     assert recognised("people/biden/biden2.jpg")[0] == "Joe Biden"
 
 
@@ -255,7 +257,7 @@ def test_rename_takes_new_name_from_the_query_a_json_or_a_form_body(env, encodin
     assert rename("b", **json_body({"new_name": "c"})).data["name"] == "c"
     form = rename("c", body="new_name=d+e", headers={"content-type":
                                                     "application/x-www-form-urlencoded"})
-    assert form.data == {"name": "d e", "faces": 1, "merged": False}
+    assert form.data == {"name": "d e", "face_count": 1, "merged": False}
     body_wins = rename("d e", new_name="x", **json_body({"new_name": "f"}))
     assert body_wins.data["name"] == "f"
     assert [p["name"] for p in hug.test.get(api, "people").data["people"]] == ["f"]
@@ -266,7 +268,7 @@ def test_renaming_to_the_same_name_changes_nothing(env, encodings):
     before = hug.test.get(api, person_path("Zoë")).data
     for same in ("Zoë", unicodedata.normalize("NFD", "Zoë")):
         response = rename("Zoë", new_name=same)
-        assert response.data == {"name": "Zoë", "faces": 2, "merged": False}
+        assert response.data == {"name": "Zoë", "face_count": 2, "merged": False}
     assert hug.test.get(api, person_path("Zoë")).data == before
     assert [f["id"] for f in before["faces"]] == ids
 
@@ -275,7 +277,7 @@ def test_a_new_name_is_stored_nfc_normalised(env, encodings):
     add(encodings, "Zoe")
     response = rename("Zoe", new_name=unicodedata.normalize("NFD", "Zoë"))
     assert response.data["name"] == "Zoë"
-    assert hug.test.get(api, "people").data["people"] == [{"name": "Zoë", "faces": 1}]
+    assert hug.test.get(api, "people").data["people"] == [{"name": "Zoë", "face_count": 1}]
 
 
 @pytest.mark.parametrize("path_name, kwargs, status, errors", [
@@ -314,7 +316,7 @@ def test_a_path_parameter_given_again_in_the_query_is_refused(env, encodings):
         response = hug.test.call(method, api, path, params=params)
         assert response.status == falcon.HTTP_400
         assert response.data == {"errors": {next(iter(params)): "only_in_path"}}
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 2, "faces": 2}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 2, "face_count": 2}
 
 
 def test_a_body_cannot_replace_the_path_of_a_delete(env, encodings):
@@ -346,7 +348,7 @@ def test_a_read_key_may_list_and_look_but_not_rename_or_delete(reconfigure, enco
         assert call(method, path, None, params=params).status == falcon.HTTP_401
     assert call("GET", "people/ada", READ).status == falcon.HTTP_200  # still there
     assert call("POST", "people/ada/rename", ADMIN, params={"new_name": "bob"}).data == {
-        "name": "bob", "faces": 1, "merged": False}
+        "name": "bob", "face_count": 1, "merged": False}
     assert call("DELETE", f"people/bob/faces/{face_id}", ADMIN).data["faces_left"] == 0
 
 
@@ -358,11 +360,11 @@ def test_the_cli_lists_shows_renames_and_deletes_faces(env, encodings):
         add(encodings, name)
     (ada_face,) = add(encodings, "ada")
     listed = hug.test.cli("people", module=api, page=2, size=2)
-    assert listed == {"people": [{"name": "b", "faces": 1}, {"name": "c", "faces": 1}],
+    assert listed == {"people": [{"name": "b", "face_count": 1}, {"name": "c", "face_count": 1}],
                       "total": 6, "page": 2, "size": 2, "pages": 3}
     assert listed == hug.test.get(api, "people", page=2, size=2).data
     assert hug.test.cli("person", "ada", module=api)["faces"][0]["id"] == ada_face
-    assert hug.test.cli("rename", "ada", "a", module=api) == {"name": "a", "faces": 2,
+    assert hug.test.cli("rename", "ada", "a", module=api) == {"name": "a", "face_count": 2,
                                                              "merged": True}
     assert hug.test.cli("forget-face", "a", str(ada_face), module=api) == {
         "name": "a", "deleted_face": ada_face, "faces_left": 1}
@@ -383,12 +385,12 @@ def test_the_real_command_line(env, encodings, store_location):
     (face_id,) = add(encodings, "dora")
     page = run_cli("people", "--page", "2", "--size", "1", location=store_location)
     assert page.returncode == 0, page.stderr
-    assert json.loads(page.stdout) == {"people": [{"name": "bob", "faces": 1}], "total": 4,
+    assert json.loads(page.stdout) == {"people": [{"name": "bob", "face_count": 1}], "total": 4,
                                        "page": 2, "size": 1, "pages": 4}
     shown = run_cli("person", "dora", location=store_location)
     assert json.loads(shown.stdout)["faces"][0]["id"] == face_id
     renamed = run_cli("rename", "dora", "Ada Lovelace", location=store_location)
-    assert json.loads(renamed.stdout) == {"name": "Ada Lovelace", "faces": 2, "merged": True}
+    assert json.loads(renamed.stdout) == {"name": "Ada Lovelace", "face_count": 2, "merged": True}
     deleted = run_cli("forget-face", "Ada Lovelace", str(face_id), location=store_location)
     assert json.loads(deleted.stdout) == {"name": "Ada Lovelace", "deleted_face": face_id,
                                           "faces_left": 1}
@@ -403,5 +405,5 @@ def test_the_real_command_line(env, encodings, store_location):
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
     assert "Traceback" not in unknown.stderr
-    assert hug.test.get(api, "health").data == {"status": "ok", "people": 3, "faces": 3}
+    assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 3, "face_count": 3}
 

@@ -26,6 +26,8 @@ from conftest import face, free_port, fresh_store, no_face_image, upload
 from recognizer.store import open_store
 from test_server import VENV_BIN, read_log, server, settings
 
+pytestmark = pytest.mark.store  # run on both store backends
+
 # Runs of 8 or more decimal numbers, however they are printed: a vector of some kind.
 NUMBER_RUN = re.compile(rb"(?:[-+]?\d*\.\d+(?:[eE][-+]?\d+)?[\s,;\[\]()]+){8,}")
 ENCODING_KEYS = {"encoding", "encodings", "embedding", "embeddings", "descriptor", "vector"}

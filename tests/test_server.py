@@ -9,9 +9,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+import pytest
 import requests
 
 from conftest import ROOT, face, free_port
+
+pytestmark = pytest.mark.store  # run on both store backends
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -64,7 +67,7 @@ def test_the_development_server_end_to_end(store_location, httpserver):
     port = free_port()
     with hug_server(store_location, port) as (base, log):
         enrolled = requests.get(f"{base}/enroll", params={"name": "obama", "image_url": image_url})
-        assert enrolled.status_code == 201 and enrolled.json()["faces"] == 1
+        assert enrolled.status_code == 201 and enrolled.json()["face_count"] == 1
 
         with open(face("people/obama/obama2.jpg"), "rb") as probe:
             found = requests.post(f"{base}/recognize", files={"image": probe}).json()
@@ -90,7 +93,7 @@ def test_the_development_server_end_to_end(store_location, httpserver):
 
     with hug_server(store_location, free_port()) as (base, _):  # a restart loses nothing
         people = requests.get(f"{base}/people").json()
-    assert people == {"people": [{"name": "biden", "faces": 1}, {"name": "obama", "faces": 1}],
+    assert people == {"people": [{"name": "biden", "face_count": 1}, {"name": "obama", "face_count": 1}],
                       "total": 2, "page": 1, "size": 100, "pages": 1}
 
 
@@ -158,4 +161,4 @@ def test_two_services_on_one_store_see_each_others_changes_at_once(store_locatio
         assert names(one) == ["Barack"]
         assert requests.delete(f"{one}/people/Barack").status_code == 200
         assert names(other) == [None]
-        assert requests.get(f"{other}/health").json()["faces"] == 0
+        assert requests.get(f"{other}/health").json()["face_count"] == 0

@@ -9,9 +9,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from conftest import BACKEND, postgres_admin
+from conftest import BACKEND, from_outside, gallery, postgres_admin
 from recognizer.errors import StoreUnavailable, UnknownFace, UnknownPerson
-from recognizer.store import base, blob_to_encoding, encoding_to_blob, open_store
+from recognizer.store import blob_to_encoding, core, encoding_to_blob, open_store
+
+pytestmark = pytest.mark.store  # run on both store backends
 
 rng = np.random.default_rng(11)
 
@@ -31,13 +33,8 @@ def two(store_location):
 
 def record_sql(store):
     """Every statement the store runs from now on."""
-    statements, execute = [], store._execute
-
-    def recording(sql, parameters=()):
-        statements.append(sql)
-        return execute(sql, parameters)
-
-    store._execute = recording
+    statements = []
+    store.before_statement = statements.append
     return statements
 
 
@@ -51,32 +48,32 @@ def test_a_restart_loses_nothing(store_location):
     first.add_face("ada", encoding(), "sha256:def")
     first.close()
     reopened = open_store(store_location)
-    assert [(p.name, p.faces) for p in reopened.people()] == [("ada", 2)]
-    assert reopened.gallery().names == ("ada",) and reopened.gallery().faces == 2
+    assert [(p.name, p.face_count) for p in reopened.people()] == [("ada", 2)]
+    assert gallery(reopened).names == ("ada",) and gallery(reopened).face_count == 2
     assert count == 1 and [f.id for f in reopened.person("ada").faces][0] == face_id
 
 
 def test_another_connection_sees_new_faces_without_a_restart(two):
     server, cli = two
     server.add_face("ada", encoding(), "url:a")
-    assert server.gallery().names == ("ada",)
+    assert gallery(server).names == ("ada",)
     cli.add_face("bob", encoding(), "url:b")
-    assert server.gallery().names == ("ada", "bob")
+    assert gallery(server).names == ("ada", "bob")
     cli.forget("ada")
-    assert server.gallery().names == ("bob",)
+    assert gallery(server).names == ("bob",)
 
 
 def test_the_gallery_is_not_read_again_until_something_changes(two):
     server, cli = two
     cli.add_face("ada", encoding(), "url:a")
-    assert server.gallery().faces == 1
+    assert gallery(server).face_count == 1
     statements = record_sql(server)
     for _ in range(3):
-        assert server.gallery().names == ("ada",)
+        assert gallery(server).names == ("ada",)
     assert face_reads(statements) == [] and not any("face_changes WHERE seq >" in s
                                                      for s in statements)
     cli.add_face("ada", encoding(), "url:b")
-    assert server.gallery().faces == 2
+    assert gallery(server).face_count == 2
 
 
 def test_a_change_elsewhere_reads_only_the_faces_that_changed(two):
@@ -84,14 +81,14 @@ def test_a_change_elsewhere_reads_only_the_faces_that_changed(two):
     for name in ("ada", "bob", "cy"):
         cli.add_face(name, encoding(), "url:x")
     statements = record_sql(server)
-    assert server.gallery().faces == 3 and len(face_reads(statements)) == 1  # the first load
+    assert gallery(server).face_count == 3 and len(face_reads(statements)) == 1  # the first load
     statements.clear()
     new = encoding()
     dee, _ = cli.add_face("dee", new, "url:d")
     cli.forget("ada")
-    gallery = server.gallery()
-    assert gallery.names == ("bob", "cy", "dee")
-    assert gallery.distance_to("dee", new) == pytest.approx(0.0)
+    current = gallery(server)
+    assert current.names == ("bob", "cy", "dee")
+    assert current.distance_to("dee", new) == pytest.approx(0.0)
     reads = face_reads(statements)
     assert len(reads) == 1 and reads[0].endswith("WHERE f.id IN (?)")  # dee's face alone
 
@@ -100,25 +97,25 @@ def test_a_deleted_face_id_is_never_handed_out_again(two):
     server, cli = two
     cli.add_face("ada", encoding(), "url:a")
     bob, _ = cli.add_face("bob", encoding(), "url:b")
-    assert server.gallery().names == ("ada", "bob")
+    assert gallery(server).names == ("ada", "bob")
     cli.forget("bob")
     cy, _ = cli.add_face("cy", newest := encoding(), "url:c")
     assert cy > bob  # a client holding bob's face id can never delete cy's face with it
-    gallery = server.gallery()
-    assert gallery.names == ("ada", "cy") and gallery.distance_to("cy", newest) == 0.0
+    current = gallery(server)
+    assert current.names == ("ada", "cy") and current.distance_to("cy", newest) == 0.0
 
 
 def test_a_process_too_far_behind_reloads_everything(two, monkeypatch):
-    monkeypatch.setattr(base, "_CHANGES_KEPT", 2)
+    monkeypatch.setattr(core, "CHANGES_KEPT", 2)
     server, cli = two
     cli.add_face("ada", encoding(), "url:a")
-    assert server.gallery().names == ("ada",)
+    assert gallery(server).names == ("ada",)
     for name in ("bob", "cy", "dee", "eve"):
         cli.add_face(name, encoding(), "url:x")
     cli.forget("bob")
-    (kept,) = cli._one("SELECT COUNT(*) FROM face_changes")
+    ((kept,),) = cli.query("SELECT COUNT(*) FROM face_changes")
     assert kept <= 3
-    assert server.gallery().names == ("ada", "cy", "dee", "eve")
+    assert gallery(server).names == ("ada", "cy", "dee", "eve")
 
 
 def test_people_are_listed_in_name_order_a_page_at_a_time(store_location):
@@ -126,7 +123,7 @@ def test_people_are_listed_in_name_order_a_page_at_a_time(store_location):
     for name in ("Émile", "bob", "Ada", "ada", "Zoë"):
         store.add_face(name, encoding(), "url:x")
     store.add_face("bob", encoding(), "url:y")
-    everyone = [(p.name, p.faces) for p in store.people()]
+    everyone = [(p.name, p.face_count) for p in store.people()]
     assert everyone == [("Ada", 1), ("Zoë", 1), ("ada", 1), ("bob", 2), ("Émile", 1)]
     assert [p.name for p in store.people(offset=1, limit=2)] == ["Zoë", "ada"]
     assert store.people(offset=5) == [] and store.counts() == (5, 6)
@@ -149,13 +146,13 @@ def test_deleting_one_face_leaves_the_others_and_the_last_takes_the_person(two):
     first, _ = cli.add_face("ada", one := encoding(), "url:a")
     second, _ = cli.add_face("ada", other := encoding(), "url:b")
     cli.add_face("bob", encoding(), "url:c")
-    assert server.gallery().distance_to("ada", (one + other) / 2) == pytest.approx(0.0)
+    assert gallery(server).distance_to("ada", (one + other) / 2) == pytest.approx(0.0)
     with pytest.raises(UnknownFace):
         cli.delete_face("bob", first)  # ada's face, not bob's
     assert cli.delete_face("ada", first) == 1
-    assert server.gallery().distance_to("ada", other) == pytest.approx(0.0)
+    assert gallery(server).distance_to("ada", other) == pytest.approx(0.0)
     assert cli.delete_face("ada", second) == 0
-    assert server.gallery().names == ("bob",) and [p.name for p in cli.people()] == ["bob"]
+    assert gallery(server).names == ("bob",) and [p.name for p in cli.people()] == ["bob"]
     with pytest.raises(UnknownPerson):
         cli.delete_face("ada", second)
 
@@ -173,13 +170,13 @@ def test_rename_gives_the_faces_a_new_name_or_merges_them(two):
     cli.add_face("ada", a := encoding(), "url:a")
     cli.record_file("ada/1.jpg", "h", "ada", "enrolled", b := encoding())
     cli.add_face("Ada L", c := encoding(), "url:c")
-    assert server.gallery().names == ("Ada L", "ada")
+    assert gallery(server).names == ("Ada L", "ada")
     assert cli.rename("ada", "Ada Lovelace") == (2, False)
-    assert server.gallery().names == ("Ada L", "Ada Lovelace")
+    assert gallery(server).names == ("Ada L", "Ada Lovelace")
     assert cli.rename("Ada L", "Ada Lovelace") == (3, True)
-    gallery = server.gallery()
-    assert gallery.names == ("Ada Lovelace",) and gallery.faces == 3
-    assert gallery.distance_to("Ada Lovelace", (a + b + c) / 3) == pytest.approx(0.0)
+    current = gallery(server)
+    assert current.names == ("Ada Lovelace",) and current.face_count == 3
+    assert current.distance_to("Ada Lovelace", (a + b + c) / 3) == pytest.approx(0.0)
     assert cli.rename("Ada Lovelace", "Ada Lovelace") == (3, False)
     with pytest.raises(UnknownPerson):
         cli.rename("ada", "x")
@@ -193,11 +190,11 @@ def test_import_adds_every_face_at_once_and_only_once(two):
     encodings = np.stack([encoding() for _ in names])
     assert cli.import_encodings(names, encodings, "import:abc") == 3
     assert cli.import_encodings(names, encodings, "import:abc") == 0
-    assert server.gallery().names == ("ada", "bob") and server.gallery().faces == 3
+    assert gallery(server).names == ("ada", "bob") and gallery(server).face_count == 3
     assert [f.source for f in cli.person("ada").faces] == ["import:abc#0", "import:abc#2"]
     with pytest.raises(ValueError):  # nothing at all is added when one row is bad
         cli.import_encodings(["cy", "dee"], np.stack([encoding(), np.full(128, np.nan)]), "i:x")
-    assert server.gallery().faces == 3 and cli.counts() == (2, 3)
+    assert gallery(server).face_count == 3 and cli.counts() == (2, 3)
 
 
 def test_export_returns_every_encoding_by_name(store_location):
@@ -221,10 +218,10 @@ def test_encodings_round_trip_as_raw_floats_and_bad_ones_are_refused(store_locat
         blob_to_encoding(np.full(128, np.nan).tobytes())
     store = open_store(store_location)
     with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):  # the schema refuses
-        with store._write():
-            store._execute("INSERT INTO people (name, created_at) VALUES ('x', 'now')")
-            store._execute("INSERT INTO faces (person_id, encoding, source, created_at)"
-                           " SELECT id, ?, 's', 'now' FROM people", (b"\0",))
+        from_outside(store_location,
+                     ("INSERT INTO people (name, created_at) VALUES ('x', 'now')", ()),
+                     ("INSERT INTO faces (person_id, encoding, source, created_at)"
+                      " SELECT id, ?, 's', 'now' FROM people", (b"\0",)))
     assert store.counts() == (0, 0)
 
 
@@ -232,10 +229,9 @@ def test_a_corrupt_row_is_left_out_and_logged(store_location, caplog):
     store = open_store(store_location)
     store.add_face("ada", encoding(), "url:a")
     bob, _ = store.add_face("bob", encoding(), "url:b")
-    with store._write():  # tampering from outside the service
-        store._execute("UPDATE faces SET encoding = ? WHERE id = ?",
-                       (np.full(128, np.nan).tobytes(), bob))
-    assert store.gallery().names == ("ada",)
+    from_outside(store_location, ("UPDATE faces SET encoding = ? WHERE id = ?",
+                                  (np.full(128, np.nan).tobytes(), bob)))
+    assert gallery(store).names == ("ada",)
     assert f"face {bob} has a corrupt encoding" in caplog.text
 
 
@@ -263,16 +259,13 @@ def test_a_forgotten_persons_files_are_built_again(store_location):
 def interrupt_after(store, statement):
     """Make the store's next `statement` run, then raise KeyboardInterrupt (a Ctrl-C that lands
     as the statement returns)."""
-    execute = store._execute
 
-    def interrupted(sql, parameters=()):
-        result = execute(sql, parameters)
+    def interrupted(sql):
         if sql == statement:
-            store._execute = execute
+            store.after_statement = None
             raise KeyboardInterrupt
-        return result
 
-    store._execute = interrupted
+    store.after_statement = interrupted
 
 
 @pytest.mark.parametrize("statement", ["BEGIN IMMEDIATE" if BACKEND == "sqlite" else "BEGIN",
@@ -285,7 +278,7 @@ def test_a_ctrl_c_inside_a_write_is_raised_and_the_store_goes_on(two, statement)
         server.add_face("ada", encoding(), "url:b")
     committed = statement == "COMMIT"
     assert server.person("ada").faces[-1].source == ("url:b" if committed else "url:a")
-    assert cli.gallery().faces == server.gallery().faces == 1 + committed
+    assert gallery(cli).face_count == gallery(server).face_count == 1 + committed
     server.add_face("grace", encoding(), "url:c")  # no transaction was left open
     assert cli.counts() == (2, 2 + committed)
 
@@ -306,7 +299,7 @@ def test_concurrent_writers_from_several_processes_lose_nothing(store_location):
         worker.start()
     seen = []
     while any(worker.is_alive() for worker in workers):
-        seen.append(observer.gallery().faces)  # a reader following along never goes back
+        seen.append(gallery(observer).face_count)  # a reader following along never goes back
     for worker in workers:
         worker.join(60)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
@@ -335,7 +328,7 @@ def test_sqlite_forget_deletes_the_encoding_bytes_from_every_file(store_location
 def test_sqlite_store_file_is_private_to_its_owner(store_location):
     open_store(store_location)
     assert Path(store_location).stat().st_mode & 0o077 == 0
-    assert open_store(store_location)._one("PRAGMA integrity_check") == ("ok",)
+    assert open_store(store_location).query("PRAGMA integrity_check") == [("ok",)]
 
 
 @pytest.mark.backend("sqlite")
@@ -357,11 +350,11 @@ def test_sqlite_a_store_from_before_face_ids_were_exposed_stops_reusing_them(sto
     old.commit()
     old.close()
     store = open_store(store_location)
-    assert store.file_face("bob/1.jpg") == 2 and store.gallery().names == ("ada", "bob")
+    assert store.file_face("bob/1.jpg") == 2 and gallery(store).names == ("ada", "bob")
     store.forget("bob")
     assert store.add_face("cy", encoding(), "url:c")[0] == 3
-    assert store._one("PRAGMA foreign_key_check") is None
-    assert store._one("PRAGMA integrity_check") == ("ok",)
+    assert store.query("PRAGMA foreign_key_check") == []
+    assert store.query("PRAGMA integrity_check") == [("ok",)]
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
@@ -398,13 +391,13 @@ def test_postgresql_forget_deletes_the_encoding_bytes_from_the_table_file(store_
 def test_postgresql_a_lost_connection_is_a_503_then_reconnects(store_location):
     store = open_store(store_location)
     store.add_face("ada", encoding(), "url:a")
-    (pid,) = store._one("SELECT pg_backend_pid()")
+    ((pid,),) = store.query("SELECT pg_backend_pid()")
     with postgres_admin() as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     with pytest.raises(StoreUnavailable):
         store.add_face("bob", encoding(), "url:b")
     assert store.add_face("bob", encoding(), "url:b")[1] == 1  # a new connection
-    assert store.gallery().names == ("ada", "bob")
+    assert gallery(store).names == ("ada", "bob")
 
 
 @pytest.mark.backend("postgresql")

@@ -8,6 +8,7 @@ child runs a small program through ``exec``, so it imports nothing else. Encodin
 no dlib is needed.
 """
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -23,9 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import BACKEND, gallery
 from recognizer.errors import UnknownPerson
-from conftest import BACKEND
 from recognizer.store import encoding_to_blob, open_store
+from recognizer.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.store  # run on both store backends
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 200
@@ -56,13 +60,12 @@ def digest(encoding) -> str:
 
 def integrity(store) -> list:
     """The backend's own check (SQLite), and that no face or file points at nothing."""
-    problems = store._execute("PRAGMA integrity_check").fetchall() if BACKEND == "sqlite" else []
+    problems = store.query("PRAGMA integrity_check") if BACKEND == "sqlite" else []
     problems = [row for row in problems if row != ("ok",)]
-    problems += store._execute("SELECT 'orphan face', f.id FROM faces f LEFT JOIN people p"
-                               " ON p.id = f.person_id WHERE p.id IS NULL").fetchall()
-    problems += store._execute("SELECT 'orphan file', r.path FROM files r LEFT JOIN faces f"
-                               " ON f.id = r.face_id WHERE r.face_id IS NOT NULL"
-                               " AND f.id IS NULL").fetchall()
+    problems += store.query("SELECT 'orphan face', f.id FROM faces f LEFT JOIN people p"
+                            " ON p.id = f.person_id WHERE p.id IS NULL")
+    problems += store.query("SELECT 'orphan file', r.path FROM files r LEFT JOIN faces f"
+                            " ON f.id = r.face_id WHERE r.face_id IS NOT NULL AND f.id IS NULL")
     return problems or [("ok",)]
 
 
@@ -145,11 +148,11 @@ class Model:
 def snapshot(store):
     """(faces, files, people) as stored."""
     faces = {face_id: (name, hashlib.sha256(blob).hexdigest()[:16]) for face_id, name, blob in
-             store._execute("SELECT f.id, p.name, f.encoding FROM faces f"
-                            " JOIN people p ON p.id = f.person_id").fetchall()}
+             store.query("SELECT f.id, p.name, f.encoding FROM faces f"
+                         " JOIN people p ON p.id = f.person_id")}
     files = {path: (person, face_id) for path, person, face_id in
-             store._execute("SELECT path, person, face_id FROM files").fetchall()}
-    people = {name for (name,) in store._execute("SELECT name FROM people").fetchall()}
+             store.query("SELECT path, person, face_id FROM files")}
+    people = {name for (name,) in store.query("SELECT name FROM people")}
     return faces, files, people
 
 
@@ -243,7 +246,7 @@ def test_writers_killed_at_random_moments_never_corrupt_or_lose_a_commit(tmp_pat
             seen = {name: sorted(digest(e) for e in encodings)
                     for name, encodings in observer.encodings().items()}
             assert seen == {name: sorted(codes) for name, codes in by_person.items()}
-            assert observer.gallery().faces == len(faces)
+            assert gallery(observer).face_count == len(faces)
     if observer is not None:
         observer.close()
     leftovers = {p.name for p in tmp_path.iterdir()} - {"store.sqlite3", "store.sqlite3-wal",
@@ -281,7 +284,7 @@ def test_eight_processes_enrolling_fifty_faces_each_lose_nothing(store_location,
     path = store_location
     open_store(path).close()
     observer = open_store(path)
-    assert observer.gallery().faces == 0
+    assert gallery(observer).face_count == 0
     start = context.Event()
     pipes, workers = [], []
     for worker in range(8):
@@ -314,11 +317,11 @@ def test_eight_processes_enrolling_fifty_faces_each_lose_nothing(store_location,
     assert sorted(by_person.pop("shared")) == list(range(1, 81))
     assert all(sorted(counts) == list(range(1, 41)) for counts in by_person.values())
     assert len(by_person) == 8
-    (changes,) = store._one("SELECT COUNT(*) FROM face_changes WHERE added = 1")
+    ((changes,),) = store.query("SELECT COUNT(*) FROM face_changes WHERE added = 1")
     assert changes == 400
     # a reader opened before all of it sees every face, read incrementally
-    assert observer.gallery().faces == 400
-    assert sorted(observer.gallery().names) == sorted(people)
+    assert gallery(observer).face_count == 400
+    assert sorted(gallery(observer).names) == sorted(people)
     observer.close()
     store.close()
 
@@ -364,9 +367,9 @@ def test_forgetting_a_person_leaves_none_of_their_encodings_in_any_file(tmp_path
         if index % 3 == 0:
             server.add_face(f"between-{index}", encoding(), "url:between")
         if index % 10 == 9:  # some of her faces reach the main file, later ones stay in the WAL
-            cli._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            checkpoint(path)
         if index % 7 == 0:
-            assert "Ada Lovelace" in server.gallery().names
+            assert "Ada Lovelace" in gallery(server).names
     for index in range(6):  # faces enrolled by build, one file's face replaced by a new one
         ada.append(encoding())
         cli.record_file(f"Ada Lovelace/{index % 5}.jpg", f"hash{index}", "Ada Lovelace",
@@ -379,8 +382,8 @@ def test_forgetting_a_person_leaves_none_of_their_encodings_in_any_file(tmp_path
     for index in range(30):  # other people are written after, by both connections
         (cli if index % 2 else server).add_face(f"after-{index}", encoding(), "url:after")
         if index % 10 == 9:
-            server._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    assert "Ada Lovelace" not in cli.gallery().names
+            checkpoint(path)
+    assert "Ada Lovelace" not in gallery(cli).names
     assert "Ada Lovelace" not in server.encodings()
     with pytest.raises(UnknownPerson):
         cli.forget("Ada Lovelace")
@@ -392,10 +395,10 @@ def test_forgetting_a_person_leaves_none_of_their_encodings_in_any_file(tmp_path
     assert traces(files, [], [s.encode() for s in sources] + [b"Ada Lovelace"]) == []
 
     # the change log only ever holds ids, and no other table holds an encoding-sized blob
-    columns = [(row[1], row[2]) for row in cli._db.execute("PRAGMA table_info(face_changes)")]
+    columns = [(row[1], row[2]) for row in cli.query("PRAGMA table_info(face_changes)")]
     assert columns == [("seq", "INTEGER"), ("face_id", "INTEGER"), ("added", "INTEGER")]
-    for (table,) in cli._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        for row in cli._db.execute(f"SELECT * FROM {table}"):
+    for (table,) in cli.query("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        for row in cli.query(f"SELECT * FROM {table}"):
             blobs = [v for v in row if isinstance(v, bytes)]
             assert table == "faces" or not blobs, table
     assert integrity(cli) == [("ok",)]
@@ -427,6 +430,12 @@ def test_forgetting_after_a_restart_of_every_connection(tmp_path):
 # -- deletion that is interrupted or held up ------------------------------------------------
 
 
+def checkpoint(path):
+    """Copy a SQLite store's WAL into its main file, from another connection."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 def ada_and_bob(path):
     """A store with two people; returns it and ada's encoding, the one that must disappear."""
     store, secret = open_store(str(path)), encoding()
@@ -443,7 +452,8 @@ def test_forget_with_a_long_reader_open_still_deletes_from_every_file(tmp_path):
     backup.execute("BEGIN")
     backup.execute("SELECT COUNT(*) FROM faces").fetchone()
     # the store waits up to 30 s for readers; the reader here outlasts a 0.2 s wait instead
-    store._db.execute("PRAGMA busy_timeout = 200")
+    store.close()
+    store = SqliteStore(path, busy_timeout=0.2)
     assert store.forget("ada") == 1  # reported as done
     backup.execute("COMMIT")
     backup.close()
@@ -456,18 +466,12 @@ CRASH_AT_CHECKPOINT = """
 import os, signal, sys
 from recognizer.store import open_store
 
-class CrashAtCheckpoint:
-    def __init__(self, db):
-        self.db = db
-    def execute(self, sql, *args):
-        if "wal_checkpoint" in sql:  # forget() has committed; die before the checkpoint
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.db.execute(sql, *args)
-    def __getattr__(self, name):
-        return getattr(self.db, name)
+def crash_at_checkpoint(sql):
+    if "wal_checkpoint" in sql:  # forget() has committed; die before the checkpoint
+        os.kill(os.getpid(), signal.SIGKILL)
 
 store = open_store(sys.argv[1])
-store._db = CrashAtCheckpoint(store._db)
+store.before_statement = crash_at_checkpoint
 store.forget("ada")
 """
 
@@ -478,7 +482,7 @@ def test_a_crash_inside_forget_leaves_no_encodings_after_the_restart(tmp_path):
     store, secret = ada_and_bob(path)
     store.close()
     child = subprocess.run([sys.executable, "-c", CRASH_AT_CHECKPOINT, str(path)], cwd=ROOT,
-                           env=os.environ | {"PYTHONPATH": str(ROOT)}, timeout=120)
+                           timeout=120)
     assert child.returncode == -signal.SIGKILL
     restarted = open_store(path)  # the server comes back and carries on
     assert [p.name for p in restarted.people()] == ["bob"]  # the deletion was committed

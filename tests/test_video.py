@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 
 import api
 from conftest import ROOT, face, fresh_store
-from recognizer import FaceService, Settings, video
+from recognizer import FaceService, Settings, tracking, video
 from recognizer.errors import VideoUnavailable
 from recognizer.faces import Box
 
@@ -60,7 +60,7 @@ def test_the_events_name_lin_manuel_miranda_where_he_is_on_screen(watched):
     assert summary["people"] == [LIN] and summary["fps"] > 0
     names = {event["name"] for event in events if event["event"] != "summary"}
     assert names <= {LIN, None}  # nobody else is ever named
-    on_screen = video.names_by_frame(events, 275)
+    on_screen = tracking.names_by_frame(events, 275)
     close_up = range(130, 220)
     assert sum(LIN in on_screen[frame] for frame in close_up) >= 0.9 * len(close_up)
     for event in events[:-1]:
@@ -177,12 +177,12 @@ def test_bad_scale_and_interval_are_refused(service):
 
     with pytest.raises(InvalidParameter, match="must be 0.1 to 4"):
         next(video.watch(service, str(face(CLIP)), scale=10))
-    with pytest.raises(InvalidParameter, match="must be 1 to 300"):
+    with pytest.raises(InvalidParameter, match="must be a whole number from 1 to 300"):
         next(video.watch(service, str(face(CLIP)), every=0))
 
 
 def test_a_tracks_name_changes_only_when_two_identifications_agree():
-    track = video.Track(1, Box(0, 10, 10, 0), 0, 0.0, 0, 0.0)
+    track = tracking.Track(1, Box(0, 10, 10, 0), 0, 0.0, 0, 0.0)
     assert track.decide(None, None) is False and track.name is None  # the first decision
     track.announced = True
     assert track.decide(LIN, 0.9) is False and track.name is None  # one is not enough
@@ -194,12 +194,12 @@ def test_a_tracks_name_changes_only_when_two_identifications_agree():
 
 
 def test_a_track_is_identified_by_the_mean_of_its_recent_encodings():
-    track = video.Track(1, Box(0, 10, 10, 0), 0, 0.0, 0, 0.0)
-    encodings = [np.full(128, float(i)) for i in range(video.POOLED + 2)]
+    track = tracking.Track(1, Box(0, 10, 10, 0), 0, 0.0, 0, 0.0)
+    encodings = [np.full(128, float(i)) for i in range(tracking.POOLED + 2)]
     for encoding in encodings[:-1]:
         track.pooled(encoding)
     pooled = track.pooled(encodings[-1])
-    assert pooled == pytest.approx(np.mean(encodings[-video.POOLED:], axis=0))
+    assert pooled == pytest.approx(np.mean(encodings[-tracking.POOLED:], axis=0))
 
 
 def run_cli(*args, env_extra):

@@ -8,33 +8,31 @@ from __future__ import annotations
 
 import os
 
-from .base import (
+from .base import Store
+from .records import (
+    Changes,
     Export,
     FaceRecord,
+    FaceRow,
     Person,
     PersonRecord,
-    Store,
     blob_to_encoding,
     encoding_to_blob,
 )
 
 
-def open_store(location: str | os.PathLike, index_above: int | None = None) -> Store:
+def open_store(location: str | os.PathLike) -> Store:
     """Open the store at a location: a ``postgresql://`` (or ``postgres://``) URL, or else the
-    path of a SQLite file (created if missing).
-
-    :param index_above: people above which the gallery searches with an approximate index
-    """
-    options = {} if index_above is None else {"index_above": index_above}
+    path of a SQLite file (created if missing)."""
     location = os.fspath(location)
     if location.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(location, **options)
+        return PostgresStore(location)
     from .sqlite import SqliteStore
 
-    return SqliteStore(location, **options)
+    return SqliteStore(location)
 
 
-__all__ = ["Export", "FaceRecord", "Person", "PersonRecord", "Store", "blob_to_encoding",
-           "encoding_to_blob", "open_store"]
+__all__ = ["Changes", "Export", "FaceRecord", "FaceRow", "Person", "PersonRecord", "Store",
+           "blob_to_encoding", "encoding_to_blob", "open_store"]

@@ -3,18 +3,18 @@
 Every write transaction first takes one advisory lock, so writers queue as they do on SQLite
 and the change log's sequence numbers commit in order: a reader that has seen change n has seen
 every change before it. A worker notices other hosts' enrolments at its next request by
-comparing the log's last sequence number with the last one it applied (one indexed query), so
-a change is visible everywhere as soon as it commits. After a deletion the tables are vacuumed,
-and the faces table is rewritten (``VACUUM FULL``): a plain VACUUM would leave a deleted
-encoding's bytes in the page's free space until a later row happened to overwrite them. The
-rewrite locks out enrolments while it runs (about a second per 100,000 faces); recognition
-goes on. PostgreSQL's write-ahead log, its archives and replicas keep the history they keep.
+comparing the change log's last sequence number with the last one it applied (one indexed
+query), so a change is visible everywhere as soon as it commits. After a deletion the tables
+are vacuumed, and the faces table is rewritten (``VACUUM FULL``): a plain VACUUM would leave a
+deleted encoding's bytes in the page's free space until a later row happened to overwrite
+them. The rewrite locks out enrolments while it runs (about a second per 100,000 faces);
+recognition goes on. PostgreSQL's write-ahead log, its archives and replicas keep the history they keep.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Sequence
 
 import psycopg
 
@@ -70,8 +70,8 @@ class PostgresStore(Store):
 
     _NAME_ORDER = 'p.name COLLATE "C"'
 
-    def __init__(self, url: str, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, url: str) -> None:
+        super().__init__()
         self._url = url
         self._connection: psycopg.Connection | None = None
         with self._write():
@@ -95,7 +95,7 @@ class PostgresStore(Store):
                 raise StoreUnavailable() from None
         return self._connection
 
-    def _execute(self, sql: str, parameters: Sequence = ()) -> psycopg.Cursor:
+    def _run(self, sql: str, parameters: Sequence = ()) -> psycopg.Cursor:
         try:
             return self._connect().execute(sql.replace("?", "%s"), parameters)
         except psycopg.OperationalError:
@@ -128,10 +128,6 @@ class PostgresStore(Store):
             connection.execute("ROLLBACK")
         except psycopg.OperationalError:  # the server ends the transaction with the connection
             log.error("lost the connection to the PostgreSQL store")
-
-    def _changed_elsewhere(self) -> bool:
-        (last,) = self._one("SELECT MAX(seq) FROM face_changes")
-        return (last or 0) != (self._seen or 0) or self._seen is None
 
     def _reclaim(self) -> None:
         with self._lock:

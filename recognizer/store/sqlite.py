@@ -1,9 +1,9 @@
 """The SQLite store: one file beside the service, shared by every process on this host.
 
 The database runs in WAL mode, so a server's readers never block the CLI's writes; every write
-is one ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue instead of failing. Another
-connection's commits show in ``PRAGMA data_version``. Deleting overwrites the rows
-(``secure_delete``) and checkpoints the WAL, so deleted encodings leave the files on disk.
+is one ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue instead of failing.
+Deleting overwrites the rows (``secure_delete``) and checkpoints the WAL, so deleted encodings
+leave the files on disk.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from .base import Store
 
@@ -57,18 +57,21 @@ log = logging.getLogger(__name__)
 class SqliteStore(Store):
     """A SQLite store shared by every process that opens the same file."""
 
-    def __init__(self, path: str | Path, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
+        """
+        :param busy_timeout: seconds to wait for another connection's write (or, before a
+            checkpoint, for its readers)
+        """
+        super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():  # biometric data: readable by the owner only
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
                                    check_same_thread=False)
-        self._version: int | None = None
         self._checkpoint_pending = False
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
-                       "secure_delete=ON", "busy_timeout=30000"):
+                       "secure_delete=ON", f"busy_timeout={round(busy_timeout * 1000)}"):
             self._db.execute(f"PRAGMA {pragma}")
         self._create_schema()
         if self._never_reuse_face_ids():
@@ -104,7 +107,7 @@ class SqliteStore(Store):
         with self._lock:
             self._db.close()
 
-    def _execute(self, sql: str, parameters: Sequence = ()) -> sqlite3.Cursor:
+    def _run(self, sql: str, parameters: Sequence = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, parameters)
 
     def _insert_faces(self, rows: list[tuple[int, bytes, str, str]]) -> None:
@@ -122,11 +125,6 @@ class SqliteStore(Store):
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def _changed_elsewhere(self) -> bool:
-        (version,) = self._db.execute("PRAGMA data_version").fetchone()
-        changed, self._version = version != self._version, version
-        return changed
-
     def _after_write(self) -> None:
         if self._checkpoint_pending:
             self._reclaim()
@@ -136,7 +134,7 @@ class SqliteStore(Store):
         leave both files. A reader holding an old snapshot can make it give up; then it is
         tried again after every write until it succeeds."""
         with self._lock:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, _, _ = self._execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             self._checkpoint_pending = bool(busy)
         if busy:
             log.warning("a reader held the store open: deleted data leaves the WAL later")

@@ -1,6 +1,6 @@
-"""Bulk enrolment's worker pool: build's per-file work in processes, results in the files' order.
+"""Build's worker pool: the per-file work in processes, results in the files' order.
 
-``build`` (service.py) walks the tree, reads and hashes each file, and skips the ones already
+``build`` walks the tree, reads and hashes each file, and skips the ones already
 built, in its own process. What is left of a photo (decode, detect, the quality gate, encode
 with enrolment's jitters: about 0.2 s of CPU) is what ``run`` spreads over worker processes. A
 result is handed back as soon as it and every one before it are done, so the caller records it
@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import RecognizerError
+from ..errors import WorkersFailed
 
 # The workers' environment. OpenBLAS reads its thread count once, when it is loaded, and a
 # spawned worker may load it before any code of ours runs (it imports the parent's __main__
@@ -49,13 +49,6 @@ _work: Callable[[Any], Any] | None = None  # a worker's task, set once when the 
 
 class WorkerCrashed(Exception):
     """A worker process died while it worked on this item alone."""
-
-
-class PoolFailed(RecognizerError):
-    """The worker processes keep dying, whatever they are given (the CLI prints it as JSON)."""
-
-    def __init__(self) -> None:
-        super().__init__("build", "workers_keep_crashing")
 
 
 def usable_cores() -> int:
@@ -78,7 +71,7 @@ def run(work: Callable[[Any], Any], items: Iterable[tuple[Any, Any]],
     :param workers: processes to use; 1 does the work in this process, without a pool
     :return: (key, result) pairs in the order of items; the result is a WorkerCrashed for a
         payload that made a worker die
-    :raises PoolFailed: the workers die whatever they are given
+    :raises WorkersFailed: the workers die whatever they are given
     :raises Exception: whatever work raised, when that item's turn comes
     """
     if workers <= 1:
@@ -197,7 +190,7 @@ class _Pool:
     def alone(self, payload: Any) -> Any:
         """Run one payload with nothing else in flight: a crash is then its own.
 
-        :raises PoolFailed: CRASHES_IN_A_ROW payloads in a row have each killed a worker
+        :raises WorkersFailed: CRASHES_IN_A_ROW payloads in a row have each killed a worker
         """
         try:
             result = self.submit(payload).result()
@@ -205,7 +198,7 @@ class _Pool:
             self.restart()
             self.crashes += 1
             if self.crashes >= CRASHES_IN_A_ROW:
-                raise PoolFailed() from error
+                raise WorkersFailed() from error
             return WorkerCrashed("a worker died while working on this item")
         self.crashes = 0
         return result

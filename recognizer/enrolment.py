@@ -1,0 +1,57 @@
+"""What a face must be to be enrolled, shared by ``/enroll`` and ``build``: exactly one face
+(or the largest, if asked), through the quality gate, encoded with enrolment's jitters, and
+checked for signs that it carries the wrong name."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import quality
+from .config import Settings
+from .errors import UnusableFace
+from .gallery import Gallery
+from .matching import SAME_PERSON_LIMIT, best_match
+
+
+def encoding(settings: Settings, pixels: np.ndarray, largest_face: bool = False,
+             force: bool = False) -> np.ndarray:
+    """Return the encoding of an image's one usable face, computed with enrolment's jitters.
+
+    :param largest_face: with several faces, take the largest instead of refusing
+    :param force: skip the quality gate
+    :raises UnusableFace: ``no_face``, ``multiple_faces`` unless largest_face, or a quality
+        reason (``small_face``, ``blurry``, ``extreme_pose``) unless force
+    """
+    from . import faces
+
+    boxes = faces.detect(pixels, model=settings.model, upsample=settings.upsample,
+                         max_side=settings.detect_max_side)
+    if not boxes:
+        raise UnusableFace("no_face")
+    if len(boxes) > 1 and not largest_face:
+        raise UnusableFace("multiple_faces")
+    if not force:
+        found = quality.problems(faces.measure(pixels, boxes[0]), settings.quality_limits)
+        if found:
+            raise UnusableFace(found[0])
+    (encoded,) = faces.encode(pixels, boxes[:1], settings.enroll_jitters)
+    return encoded
+
+
+def label_warnings(settings: Settings, gallery: Gallery, name: str, encoded: np.ndarray,
+                   replacing: int | None = None) -> list[dict]:
+    """Return the signs that a new face may carry the wrong name: it is unlike the person's
+    other faces (``unlike_existing_faces``), or it would be recognised as somebody else
+    (``resembles_another_person``).
+
+    :param replacing: the face the new one replaces, left out of the comparison
+    """
+    warnings: list[dict] = []
+    own = gallery.distance_to(name, encoded, without=replacing)
+    if own is not None and own > SAME_PERSON_LIMIT:
+        warnings.append({"code": "unlike_existing_faces", "distance": round(own, 4)})
+    match = best_match(encoded, gallery, settings.tolerance, settings.ratio, without=replacing)
+    if match.name not in (None, name):
+        warnings.append({"code": "resembles_another_person", "person": match.name,
+                         "distance": match.distance})
+    return warnings

@@ -1,0 +1,112 @@
+"""What the service's operations return: frozen records whose fields are the JSON answers'
+fields (``dataclasses.asdict`` gives the body)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .matching import Candidate
+from .record import Record
+from .store import Person
+
+
+@dataclass(frozen=True)
+class RecognizedFace(Record):
+    """One face found in an image and the decision about who it is."""
+
+    box: dict
+    name: str | None
+    distance: float | None
+    confidence: float | None
+    candidates: list[Candidate]
+
+
+@dataclass(frozen=True)
+class ImageSize(Record):
+    """An image's size in pixels."""
+
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Recognition(Record):
+    """Every face in an image, largest first, and the image's size."""
+
+    faces: list[RecognizedFace]
+    image: ImageSize
+
+
+@dataclass(frozen=True)
+class Enrolment(Record):
+    """The face just added, the person's face count now, and any sign of a wrong label."""
+
+    name: str
+    face_id: int
+    face_count: int
+    warnings: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PeoplePage(Record):
+    """One page of the people enrolled, in name order, and where it sits in the whole list."""
+
+    people: list[Person]
+    total: int
+    page: int
+    size: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class Forgotten(Record):
+    """A person deleted, and how many faces went with them."""
+
+    name: str
+    deleted_faces: int
+
+
+@dataclass(frozen=True)
+class FaceForgotten(Record):
+    """One face deleted, and how many its person has left (0: the person went with it)."""
+
+    name: str
+    deleted_face: int
+    faces_left: int
+
+
+@dataclass(frozen=True)
+class Renamed(Record):
+    """A person's name now, their face count, and whether they joined a person already
+    enrolled under that name."""
+
+    name: str
+    face_count: int
+    merged: bool
+
+
+@dataclass(frozen=True)
+class Imported(Record):
+    """What importing an encodings file added, and how many people its rows name."""
+
+    imported: int
+    person_count: int
+    already_imported: bool
+
+
+@dataclass(frozen=True)
+class Exported(Record):
+    """How many faces of how many people an export wrote, and the file's absolute path."""
+
+    exported: int
+    person_count: int
+    file: str
+
+
+@dataclass(frozen=True)
+class Health(Record):
+    """Liveness, and the size of the gallery this process recognises against."""
+
+    status: str
+    person_count: int
+    face_count: int

@@ -1,0 +1,67 @@
+"""The command line's conventions, applied when a command runs and never on import: domain
+errors print as the HTTP API's JSON on stderr with a non-zero exit code (a Ctrl-C as
+``{"errors": {<command>: "interrupted"}}`` and 130, as shells report it), and options may be
+spelled with dashes (``--largest-face``) as well as hug's underscores (``--largest_face``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable
+
+import hug
+
+from ..config import ConfigError
+from ..errors import RecognizerError
+
+
+class Command(hug.interface.CLI):
+    """A hug CLI command with those conventions."""
+
+    def __init__(self, route: dict, function: Callable) -> None:
+        super().__init__(route, function)
+        self.name = route.get("name", function.__name__)
+
+    def __call__(self):
+        sys.excepthook = _print_errors(self.name)
+        sys.argv = undashed(sys.argv, self.interface.parameters)
+        return super().__call__()
+
+
+class Commands(hug.routing.CLIRouter):
+    """``hug.cli``, making :class:`Command` commands."""
+
+    def __call__(self, api_function: Callable) -> Callable:
+        Command(self.route, api_function)
+        return api_function
+
+
+def undashed(argv: list[str], parameters) -> list[str]:
+    """argv with ``--an-option`` spelled ``--an_option`` for each of the command's parameters
+    (up to a bare ``--``, after which everything is an argument)."""
+    spelled = {"--" + name.replace("_", "-"): "--" + name for name in parameters if "_" in name}
+    words, rest = list(argv), len(argv)
+    if "--" in words:
+        rest = words.index("--")
+    for index, word in enumerate(words[:rest]):
+        option, equals, value = word.partition("=")
+        if option in spelled:
+            words[index] = spelled[option] + equals + value
+    return words
+
+
+def _print_errors(command: str) -> Callable:
+    def excepthook(kind, error, trace):
+        """Domain and configuration errors print as JSON, not a traceback."""
+        if isinstance(error, KeyboardInterrupt):
+            sys.stderr.write(json.dumps({"errors": {command: "interrupted"}}) + "\n")
+            raise SystemExit(130)  # 128 + SIGINT
+        if isinstance(error, RecognizerError):
+            sys.stderr.write(json.dumps(error.as_body()) + "\n")
+            raise SystemExit(1)
+        if isinstance(error, ConfigError):
+            sys.stderr.write(json.dumps({"errors": {"config": str(error)}}) + "\n")
+            raise SystemExit(1)
+        sys.__excepthook__(kind, error, trace)
+
+    return excepthook

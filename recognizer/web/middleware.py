@@ -1,0 +1,86 @@
+"""What every request and response goes through, as one falcon middleware: a body over the
+limit is refused before it is read, a path parameter can't be replaced from the query, every
+response is hardened, and one log line says what happened without saying to whom."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Callable
+
+import falcon
+import hug
+
+from ..errors import ImageTooLarge, RecognizerError
+from ..uploads import FORM_OVERHEAD
+
+log = logging.getLogger("facerec.api")
+
+
+def refuse(response: falcon.Response, status: str, body: dict,
+           headers: dict[str, str] | None = None) -> None:
+    """Answer now with a JSON error body; the endpoint (if any is left) does not run."""
+    response.status = status
+    response.content_type = "application/json; charset=utf-8"
+    response.body = json.dumps(body)
+    for name, value in (headers or {}).items():
+        response.set_header(name, value)
+    response.complete = True
+
+
+def error_headers(error: RecognizerError) -> dict[str, str]:
+    """The headers an error's answer carries: Retry-After when rate limited."""
+    retry_after = getattr(error, "retry_after", None)
+    return {} if retry_after is None else {"Retry-After": str(retry_after)}
+
+
+class Edge:
+    """The falcon middleware of the HTTP API."""
+
+    def __init__(self, api: hug.API, status_of: Callable[[RecognizerError], str],
+                 max_bytes: Callable[[], int]) -> None:
+        """
+        :param status_of: the HTTP status of a domain error (api.py's table)
+        :param max_bytes: the largest image a request may carry, in bytes
+        """
+        self.api, self.status_of, self.max_bytes = api, status_of, max_bytes
+
+    def process_request(self, request: falcon.Request, response: falcon.Response) -> None:
+        """Before anything is read: a body over the limit is refused by its declared length."""
+        request.context["started"] = time.monotonic()
+        if (request.content_length or 0) > self.max_bytes() + FORM_OVERHEAD:
+            error = ImageTooLarge()
+            refuse(response, self.status_of(error), error.as_body())
+
+    def process_resource(self, request: falcon.Request, response: falcon.Response, resource,
+                         params: dict) -> None:
+        """hug lets a query parameter replace a path parameter of the same name, so that
+        ``DELETE /people/alice?name=bob`` would delete bob: refuse such a request instead."""
+        repeated = sorted(set(params) & set(request.params))
+        if repeated and not response.complete:
+            refuse(response, falcon.HTTP_400, {"errors": {repeated[0]: "only_in_path"}})
+
+    def process_response(self, request: falcon.Request, response: falcon.Response, resource,
+                         succeeded: bool) -> None:
+        """Every response: not cached, not sniffed; falcon's own 405 in the service's JSON
+        shape; then the log line."""
+        response.set_header("Cache-Control", "no-store")
+        response.set_header("X-Content-Type-Options", "nosniff")
+        if response.status == falcon.HTTP_405 or request.method not in falcon.COMBINED_METHODS:
+            allowed = response.get_header("Allow") or ", ".join(self.methods_of(request.path))
+            refuse(response, falcon.HTTP_405, {"errors": {"method": "method_not_allowed"}},
+                   {"Allow": allowed})
+        started = request.context.get("started", time.monotonic())
+        log.info("%s %s %s %.0fms", request.method, request.uri_template or "-",
+                 response.status, (time.monotonic() - started) * 1000)
+
+    def methods_of(self, path: str) -> list[str]:
+        """The methods the routes take at a path, and OPTIONS."""
+        methods = {"OPTIONS"}
+        for routes in self.api.http.routes.values():
+            for template, by_method in routes.items():
+                if re.fullmatch(re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template)), path):
+                    methods.update(by_method)
+        return sorted(methods)
