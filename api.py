@@ -2,36 +2,38 @@
 domain error. Each route parses its input, makes one call to the service and returns its record.
 
 Development: ``hug -f api.py``; production: ``gunicorn api:__hug_wsgi__``; shell:
-``hug -f api.py -c recognize photo.jpg``. Local paths are accepted only by CLI commands.
+``hug -f api.py -c recognize photo.jpg`` or ``facerec recognize photo.jpg``. Local paths are
+accepted only by CLI commands.
 """
 
 import functools
 import json
 import logging
-from pathlib import Path
 
 import falcon
 import hug
-import yaml
 
 import recognizer
 from recognizer import errors
 from recognizer.build import progress_bar
 from recognizer.web import cli as commands
-from recognizer.web import inputs
+from recognizer.web import documents, inputs
 from recognizer.web.devserver import keep_queries_out_of_request_logs
 from recognizer.web.middleware import Edge, error_headers
+from recognizer.web.routes import Routes
 from recognizer.web.scopes import Scopes
 
 log = logging.getLogger("facerec.api")
 api = hug.API(__name__)
 cli = commands.Commands(output=hug.output_format.pretty_json)
+routes = Routes()
 
 STATUS = {
     errors.InvalidParameter: falcon.HTTP_400,
     errors.UrlNotAllowed: falcon.HTTP_400,
     errors.FetchFailed: falcon.HTTP_400,
     errors.ImageTooLarge: falcon.HTTP_413,
+    errors.UnsupportedMediaType: falcon.HTTP_415,
     errors.UnsupportedImage: falcon.HTTP_415,
     errors.UnusableFace: falcon.HTTP_422,
     errors.UnknownPerson: falcon.HTTP_404,
@@ -50,10 +52,7 @@ def get_service():
     settings = recognizer.Settings.from_env()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
-    service = recognizer.FaceService(settings)
-    if service.gate.open:
-        log.warning("no API keys are set (FACEREC_API_KEYS): the HTTP API is open to anyone")
-    return service
+    return recognizer.FaceService(settings)
 
 
 @hug.directive()
@@ -62,96 +61,158 @@ def injected(default=None, **kwargs):
     return get_service()
 
 
-def _max_bytes():
-    return get_service().settings.max_image_bytes
+def _settings():
+    return get_service().settings
 
 
-scope = Scopes(lambda: get_service().gate)
-IMAGE_BODIES = inputs.image_bodies(_max_bytes)
+scope = Scopes(lambda: get_service().gate, lambda: _settings().cors_origins)
+IMAGES = inputs.image_bodies(lambda: _settings().max_image_bytes)
 api.http.add_middleware(Edge(api, lambda error: STATUS.get(type(error), falcon.HTTP_400),
-                             _max_bytes))
+                             _settings))
 hug.startup(api=api)(keep_queries_out_of_request_logs)
+hug.startup(api=api)(inputs.keep_commas_in_query_strings)
 
 
 @hug.startup()
 def check_settings(api):
     """Fail at start-up, not at the first request, when a FACEREC_* variable is unusable."""
+    if getattr(api.http, "falcon", None) is not None and commands.running is None:
+        start_serving()  # a server, not a command
     get_service()
+
+
+def start_serving():
+    """Once a process: say what the server runs with, and load dlib's models now."""
+    service = get_service()
+    if not service.announced:
+        service.announced = True
+        log.info("%s", service.settings.summary())
+        if service.gate.open:
+            log.warning("no API keys are set (FACEREC_API_KEYS): the HTTP API is open to anyone")
+        service.warm_up()
+
+
+def main():
+    """``facerec <command>``: the CLI commands, without hug's runner."""
+    commands.run(api)
 
 
 # -- HTTP endpoints --------------------------------------------------------------------------
 
 
-@hug.http("/recognize", accept=("GET", "POST"), inputs=IMAGE_BODIES, requires=scope.read)
-def recognize(service: injected, image_url: hug.types.text = None, image=None,
+@routes.urls("/recognize", accept=("GET", "POST"), inputs=IMAGES, requires=scope.read)
+def recognize(service: injected, image_url: inputs.text = None, image=None, image_base64=None,
               tolerance: inputs.tolerance = None, top_k: inputs.top_k = 3,
               model: inputs.model = None, upsample: inputs.upsample = None):
-    """Find every face in an image (image_url, or an upload) and say who each one is."""
-    picture = service.picture_from_request(image_url, image)
+    """Find every face in an image and say who each one is."""
+    picture = service.picture_from_request(image_url, image, image_base64)
     return service.recognize(picture, tolerance, top_k, model, upsample)
 
 
-@hug.http("/enroll", accept=("GET", "POST"), inputs=IMAGE_BODIES, status=falcon.HTTP_201,
-          requires=scope.admin)
-def enroll(service: injected, name: inputs.person_name, image_url: hug.types.text = None,
-           image=None, largest_face: hug.types.smart_boolean = False,
-           force: hug.types.smart_boolean = False):
-    """Add the one face in an image (image_url, or an upload) to a person."""
-    picture = service.picture_from_request(image_url, image)
-    return service.enroll(name, picture, largest_face, force)
+@routes.urls("/enroll", accept=("GET", "POST"), inputs=IMAGES, status=falcon.HTTP_201,
+             requires=scope.admin)
+def enroll(service: injected, response, name: inputs.person_name,
+           image_url: inputs.text = None, image=None, image_base64=None,
+           largest_face: inputs.flag = False, force: inputs.flag = False):
+    """Add the one face in an image to a person; the same image again adds nothing (200)."""
+    picture = service.picture_from_request(image_url, image, image_base64)
+    enrolled = service.enroll(name, picture, largest_face, force)
+    response.status = falcon.HTTP_200 if enrolled.duplicate else falcon.HTTP_201
+    return enrolled
+
+
+@routes.urls("/verify", accept=("GET", "POST"), inputs=IMAGES, requires=scope.read)
+def verify(service: injected, image_url: inputs.text = None, image=None, image_base64=None,
+           name: inputs.person_name = None, other_image_url: inputs.text = None,
+           other_image=None, other_image_base64=None, largest_face: inputs.flag = False):
+    """1:1: is the face in an image the person called name, or the face in another image?"""
+    other = (None if (other_image_url, other_image, other_image_base64) == (None,) * 3 else
+             service.picture_from_request(other_image_url, other_image, other_image_base64,
+                                          prefix="other_"))
+    picture = service.picture_from_request(image_url, image, image_base64)
+    return service.verify(picture, other, name, largest_face)
+
+
+@routes.urls("/detect", accept=("GET", "POST"), inputs=IMAGES, requires=scope.read)
+def detect(service: injected, image_url: inputs.text = None, image=None, image_base64=None,
+           model: inputs.model = None, upsample: inputs.upsample = None):
+    """Every face's box, landmarks and quality, without looking anyone up."""
+    picture = service.picture_from_request(image_url, image, image_base64)
+    return service.detect(picture, model, upsample)
 
 
 @cli
-@hug.get("/people", parse_body=False, requires=scope.read)
+@routes.get("/people", parse_body=False, requires=scope.read)
 def people(service: injected, page: inputs.page_number = 1, size: inputs.page_size = 100):
     """List everyone enrolled, in name order, a page at a time, with their face counts."""
     return service.people(page, size)
 
 
 @cli.name("person")
-@hug.get("/people/{name}", parse_body=False, requires=scope.read)
+@routes.get("/people/{name}", parse_body=False, requires=scope.read)
 def person(name: inputs.person_name, service: injected):
     """One person: when they were enrolled, and each face's id, source and date."""
     return service.person(name)
 
 
 @cli.name("forget")
-@hug.delete("/people/{name}", parse_body=False, requires=scope.admin)
+@routes.delete("/people/{name}", parse_body=False, requires=scope.admin)
 def forget(name: inputs.person_name, service: injected):
     """Delete a person and every face of theirs."""
     return service.forget(name)
 
 
 @cli.name("forget-face")
-@hug.delete("/people/{name}/faces/{face_id}", parse_body=False, requires=scope.admin)
+@routes.delete("/people/{name}/faces/{face_id}", parse_body=False, requires=scope.admin)
 def forget_face(name: inputs.person_name, face_id: inputs.face_id, service: injected):
     """Delete one of a person's faces; the person is deleted with their last face."""
     return service.forget_face(name, face_id)
 
 
 @cli.name("rename")
-@hug.post("/people/{name}/rename", inputs=inputs.RENAME_BODIES, requires=scope.admin)
+@routes.post("/people/{name}/rename", inputs=inputs.RENAME_BODIES, requires=scope.admin)
 def rename(name: inputs.person_name, new_name: inputs.person_name, service: injected):
     """Rename a person; to a name somebody already has, the two become one person (a merge)."""
     return service.rename(name, new_name)
 
 
-@hug.get("/health", requires=scope.open)
+@routes.get("/health", parse_body=False, requires=scope.open)
 def health(service: injected):
-    """Liveness, and how many people and faces are enrolled."""
-    return service.health()
+    """Liveness; with no API keys set, also how many people and faces are enrolled."""
+    return service.health(counts=service.gate.open)
 
 
-@hug.get("/openapi.json", requires=scope.open)
+@routes.get("/ready", parse_body=False, requires=scope.open)
+def ready(service: injected, response):
+    """Whether this process can recognise now: models loaded, store reachable (else 503)."""
+    readiness = service.readiness()
+    response.status = falcon.HTTP_200 if readiness.ready else falcon.HTTP_503
+    return readiness
+
+
+@routes.get("/openapi.json", parse_body=False, requires=scope.open)
 def openapi():
-    """This API's OpenAPI 3 description (openapi.yaml)."""
-    return _openapi_document()
+    """This API's OpenAPI 3 description."""
+    return documents.openapi()
 
 
-@functools.lru_cache(maxsize=1)
-def _openapi_document():
-    with open(Path(__file__).with_name("openapi.yaml"), encoding="utf-8") as spec:
-        return yaml.safe_load(spec)
+@routes.get("/openapi.yaml", parse_body=False, requires=scope.open,
+            output=hug.output_format.text)
+def openapi_yaml(response):
+    """This API's OpenAPI 3 description, as written."""
+    response.content_type = "application/yaml; charset=utf-8"
+    return documents.openapi_text()
+
+
+@routes.get(("/docs", "/docs/{asset}"), parse_body=False, requires=scope.open,
+            output=documents.as_is)
+def docs(response, asset: inputs.text = "index.html"):
+    """Swagger UI over this description."""
+    found = documents.asset(asset) or documents.NOT_FOUND
+    response.status = falcon.HTTP_200 if found is not documents.NOT_FOUND else falcon.HTTP_404
+    response.content_type = found[1]
+    response.set_header("Content-Security-Policy", documents.CSP)
+    return found[0]
 
 
 @hug.not_found(requires=scope.read)
@@ -164,15 +225,14 @@ def not_found():
 
 
 @cli.name("enroll")
-def enroll_file(name: inputs.person_name, path: hug.types.text, service: injected,
-                largest_face: hug.types.smart_boolean = False,
-                force: hug.types.smart_boolean = False):
+def enroll_file(name: inputs.person_name, path: inputs.text, service: injected,
+                largest_face: inputs.flag = False, force: inputs.flag = False):
     """Add the face in a local image file to a person."""
     return service.enroll(name, service.picture_from_path(path), largest_face, force)
 
 
 @cli.name("recognize")
-def recognize_file(path: hug.types.text, service: injected, tolerance: inputs.tolerance = None,
+def recognize_file(path: inputs.text, service: injected, tolerance: inputs.tolerance = None,
                    top_k: inputs.top_k = 3, model: inputs.model = None,
                    upsample: inputs.upsample = None):
     """Find every face in a local image file and say who each one is."""
@@ -180,16 +240,17 @@ def recognize_file(path: hug.types.text, service: injected, tolerance: inputs.to
 
 
 @cli.name("build")
-def build(service: injected, force: hug.types.smart_boolean = False,
+def build(service: injected, force: inputs.flag = False, prune: inputs.flag = False,
           workers: inputs.build_workers = None, *directory):
     """Enrol every photo of a folder-per-person tree (DIR, known_faces/ by default) with
-    WORKERS processes (one per core by default). Ctrl-C stops it and keeps what it recorded;
-    the next build carries on from there."""
-    return service.build(*directory, force=force, workers=workers, progress=progress_bar)
+    WORKERS processes (one per core by default); --prune forgets faces whose files left the
+    tree. Exits 3 when files were refused. Ctrl-C keeps what was recorded."""
+    return service.build(*directory, force=force, prune=prune, workers=workers,
+                         progress=progress_bar)
 
 
 @cli.name("watch")
-def watch(source: hug.types.text, service: injected, output: hug.types.text = None,
+def watch(source: inputs.text, service: injected, output: inputs.text = None,
           scale: inputs.video_scale = None, every: inputs.video_every = None,
           tolerance: inputs.tolerance = None):
     """Recognise faces in a video file, webcam index (0) or stream URL: one JSON line per
@@ -201,16 +262,14 @@ def watch(source: hug.types.text, service: injected, output: hug.types.text = No
 
 
 @cli.name("import-encodings")
-def import_encodings(file: hug.types.text, service: injected):
-    """Add the faces of an .npz holding arrays names (N strings) and encodings (N x 128), as a
-    face_recognition script saves them: all or none; a file imported before adds nothing."""
+def import_encodings(file: inputs.text, service: injected):
+    """Add the faces of an .npz of names (N strings) and encodings (N x 128), all or none."""
     return service.import_encodings(file)
 
 
 @cli.name("export-encodings")
-def export_encodings(file: hug.types.text, service: injected):
-    """Write every encoding, with its person's name, to an .npz that import-encodings reads
-    (owner-only, replaced atomically)."""
+def export_encodings(file: inputs.text, service: injected):
+    """Write every encoding, with its person's name, to an .npz (owner-only, atomically)."""
     return service.export_encodings(file)
 
 

@@ -1,8 +1,11 @@
-"""Service settings: one frozen object, built once from FACEREC_* environment variables."""
+"""Service settings: one frozen object, built once from FACEREC_* environment variables. A
+FACEREC_* variable the service does not know stops it, naming the closest one it does."""
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -34,6 +37,15 @@ def _model(text: str) -> str:
     if text not in MODELS:
         raise ValueError(f"expected one of {', '.join(MODELS)}")
     return text
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(entry.strip().rstrip("/") for entry in text.split(",") if entry.strip())
+    for origin in origins:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9a-fA-F:.]+\]"
+                            r"(:[0-9]{1,5})?", origin):
+            raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+    return origins
 
 
 def _api_keys(environ: Mapping[str, str]) -> tuple[Key, ...]:
@@ -70,7 +82,7 @@ class Settings:
     upsample: int = 1
     detect_max_side: int = 640
     max_faces: int = 20
-    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_bytes: int = 32 * 1024 * 1024  # a 50 MP phone photo is 15-30 MB
     max_image_pixels: int = 40_000_000
     fetch_timeout: float = 10.0
     allow_private_networks: bool = False
@@ -78,6 +90,7 @@ class Settings:
     rate_limit: float = 10.0
     rate_burst: int = 20
     index_above: int = INDEX_ABOVE  # people above which the gallery searches with faiss
+    cors_origins: tuple[str, ...] = ()  # origins a browser page may call the API from
 
     def __post_init__(self) -> None:
         for name, (_, bound) in _VARIABLES.items():
@@ -92,12 +105,28 @@ class Settings:
         return QualityLimits(self.min_face_size, self.min_sharpness, self.max_yaw,
                              self.max_pitch, self.max_roll)
 
+    def summary(self) -> str:
+        """One line for the start-up log: the store (its password hidden), the detection and
+        decision settings, and whether keys are set. Never a key."""
+        store = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", self.store)
+        return (f"store {store}; detection {self.model}, upsample {self.upsample}, at most"
+                f" {self.detect_max_side} px; tolerance {self.tolerance}, ratio {self.ratio};"
+                f" {len(self.api_keys)} API keys" + ("" if self.api_keys else " (open)"))
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         """Build settings from FACEREC_* variables; unset ones keep their defaults.
 
-        :raises ConfigError: a variable is set to something unusable
+        :raises ConfigError: a variable is set to something unusable, or a FACEREC_* variable
+            is not one the service knows (FACEREC_TEST_* are the test suite's)
         """
+        known = {f"FACEREC_{name.upper()}" for name in _VARIABLES} | _KEY_VARIABLES
+        for variable in sorted(environ):
+            if (variable.startswith("FACEREC_") and variable not in known
+                    and not variable.startswith("FACEREC_TEST_")):
+                close = difflib.get_close_matches(variable, sorted(known), n=1)
+                raise ConfigError(f"{variable} is not a setting"
+                                  + (f": did you mean {close[0]}?" if close else ""))
         values: dict[str, object] = {}
         for name, (parse, _) in _VARIABLES.items():
             raw = environ.get(f"FACEREC_{name.upper()}")
@@ -134,4 +163,6 @@ _VARIABLES: dict[str, tuple[Callable[[str], object], Bound | None]] = {
     "rate_limit": (float, limits.RATE_LIMIT),
     "rate_burst": (int, limits.RATE_BURST),
     "index_above": (int, limits.INDEX_ABOVE),
+    "cors_origins": (_origins, None),
 }
+_KEY_VARIABLES = {"FACEREC_API_KEYS", "FACEREC_API_KEYS_FILE"}

@@ -58,9 +58,8 @@ class _Header:
 
 
 def refused(code: str, detail: str | None = None) -> InvalidParameter:
-    """The error for a file that cannot be imported: field ``file``, message ``code`` or
-    ``code: detail``."""
-    return InvalidParameter("file", code if detail is None else f"{code}: {detail}")
+    """The error for a file that cannot be imported: field ``file``, its code and detail."""
+    return InvalidParameter("file", code, detail)
 
 
 def read(path: str | Path) -> EncodingsFile:

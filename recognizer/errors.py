@@ -1,7 +1,9 @@
-"""Domain errors. Each names the input field at fault and a short machine-readable code.
+"""Domain errors. Each names the input field at fault, a stable machine-readable code and,
+where it helps, a detail in words.
 
-Every code a class can give is listed once, on the class (``codes``); the HTTP edge (api.py)
-maps each class to a status once, and the CLI prints the same body.
+Every code a class can give is listed once, on the class (``codes``), and an error with any
+other code cannot be made. The HTTP edge (api.py) maps each class to a status once, and the CLI
+prints the same body: ``{"errors": {field: code}}``, plus ``{"detail": {field: detail}}``.
 """
 
 from __future__ import annotations
@@ -12,24 +14,33 @@ class RecognizerError(Exception):
 
     codes: tuple[str, ...] = ()
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, field: str, message: str, detail: str | None = None) -> None:
+        if message not in self.codes:
+            raise ValueError(f"{type(self).__name__} has no code {message!r}")
+        super().__init__(message if detail is None else f"{message}: {detail}")
         self.field = field
-        self.message = message
+        self.message = message  # the code
+        self.detail = detail
 
     def as_body(self) -> dict:
-        """The error in hug's own shape: ``{"errors": {field: message}}``."""
-        return {"errors": {self.field: self.message}}
+        """The error in hug's own shape, ``{"errors": {field: code}}``, with its detail."""
+        body: dict = {"errors": {self.field: self.message}}
+        if self.detail is not None:
+            body["detail"] = {self.field: self.detail}
+        return body
 
 
 class InvalidParameter(RecognizerError):
     """A parameter is missing, malformed or out of range."""
 
-    codes = ("invalid_name", "only_in_path", "malformed_body", "malformed_multipart",
-             "no_such_file", "not_a_file", "unreadable", "not_a_directory",
+    codes = ("missing_parameter", "unknown_parameter", "out_of_range", "wrong_type",
+             "invalid_value", "invalid_name", "only_in_path", "malformed_body",
+             "malformed_multipart", "missing_image", "several_images", "not_an_image_upload",
+             "invalid_base64", "no_such_file", "not_a_file", "unreadable", "not_a_directory",
+             "one_directory_only",
              # an encodings file's (encodings_file.py)
              "not_a_npz", "missing_array", "unexpected_array", "pickled_arrays", "bad_dtype",
-             "bad_shape", "length_mismatch", "empty", "too_large", "not_finite")
+             "bad_shape", "length_mismatch", "empty", "too_large", "not_finite", "unwritable")
 
 
 class UrlNotAllowed(RecognizerError):
@@ -54,12 +65,22 @@ class FetchFailed(RecognizerError):
 
 
 class ImageTooLarge(RecognizerError):
-    """The image is over the byte or pixel limit."""
+    """The image is over the byte or pixel limit; the detail says which, and the limit."""
 
     codes = ("image_too_large",)
 
-    def __init__(self, field: str = "image") -> None:
-        super().__init__(field, "image_too_large")
+    def __init__(self, field: str = "image", detail: str | None = None) -> None:
+        super().__init__(field, "image_too_large", detail)
+
+
+class UnsupportedMediaType(RecognizerError):
+    """The request's body is of a type the route does not read; the detail names those it
+    does."""
+
+    codes = ("unsupported_media_type",)
+
+    def __init__(self, accepted: str) -> None:
+        super().__init__("body", "unsupported_media_type", f"send one of: {accepted}")
 
 
 class UnsupportedImage(RecognizerError):
@@ -81,8 +102,8 @@ class UnusableFace(RecognizerError):
 
     codes = ("no_face", "multiple_faces", *QUALITY_REASONS)
 
-    def __init__(self, message: str) -> None:
-        super().__init__("image", message)
+    def __init__(self, message: str, field: str = "image") -> None:
+        super().__init__(field, message)
 
 
 class UnknownPerson(RecognizerError):
@@ -110,8 +131,8 @@ class VideoUnavailable(RecognizerError):
     codes = ("no_such_file", "not_a_video", "camera_unavailable", "stream_unavailable",
              "output_unwritable")
 
-    def __init__(self, message: str, field: str = "source") -> None:
-        super().__init__(field, message)
+    def __init__(self, message: str, field: str = "source", detail: str | None = None) -> None:
+        super().__init__(field, message, detail)
 
 
 class Unauthorized(RecognizerError):
@@ -125,12 +146,13 @@ class Unauthorized(RecognizerError):
 
 
 class Forbidden(RecognizerError):
-    """The API key is valid but its scope does not allow this endpoint."""
+    """The API key is valid but its scope does not allow this endpoint, or a browser was made
+    to send a request that changes data from another site (``cross_site_request``)."""
 
-    codes = ("insufficient_scope",)
+    codes = ("insufficient_scope", "cross_site_request")
 
-    def __init__(self) -> None:
-        super().__init__("api_key", "insufficient_scope")
+    def __init__(self, code: str = "insufficient_scope") -> None:
+        super().__init__("api_key" if code == "insufficient_scope" else "origin", code)
 
 
 class RateLimited(RecognizerError):

@@ -134,6 +134,14 @@ def _hog_detector():
     return _local.hog
 
 
+def warm_up() -> None:
+    """Run detection and an encoding once, so that dlib's models are loaded and their first
+    call's set-up is done before a request needs them."""
+    image = np.zeros((120, 120, 3), np.uint8)
+    detect(image)
+    encode(image, [Box(10, 110, 110, 10)])
+
+
 def nearest_centre(boxes: list[Box], width: int, height: int) -> Box:
     """The box whose centre is nearest the image's: the labelled face of an LFW-style crop."""
     return min(boxes, key=lambda b: (b.left + b.right - width) ** 2
@@ -165,12 +173,23 @@ _SHARPNESS_SIDE = 64
 # outer corner of the image-left eye, of the image-right eye, image-left and right mouth corner.
 _FACE_MODEL = np.array([(0.0, 0.0, 0.0), (0.0, 330.0, 65.0), (-225.0, -170.0, 135.0),
                         (225.0, -170.0, 135.0), (-150.0, 150.0, 125.0), (150.0, 150.0, 125.0)])
-# The same six points among face_recognition's named 68-point landmarks.
-_FACE_MODEL_LANDMARKS = (("nose_bridge", 3), ("chin", 8), ("left_eye", 0), ("right_eye", 3),
-                         ("top_lip", 0), ("top_lip", 6))
+# The same six points among dlib's 68 landmarks (iBUG 300-W numbering).
+_FACE_MODEL_LANDMARKS = (30, 8, 36, 45, 48, 54)
 
 
-def measure(image: np.ndarray, box: Box) -> FaceQuality:
+def landmarks(image: np.ndarray, box: Box, points: int = 68) -> list[tuple[int, int]]:
+    """dlib's 68 (iBUG 300-W order) or 5 (eye corners, then the base of the nose) landmarks
+    of one face, as (x, y) image pixels."""
+    rect = dlib.rectangle(box.left, box.top, box.right, box.bottom)
+    with _dlib_lock:
+        predictor = (face_recognition.api.pose_predictor_68_point if points == 68
+                     else face_recognition.api.pose_predictor_5_point)
+        shape = predictor(image, rect)
+    return [(part.x, part.y) for part in shape.parts()]
+
+
+def measure(image: np.ndarray, box: Box,
+            landmarks68: list[tuple[int, int]] | None = None) -> FaceQuality:
     """Measure the size, sharpness and head pose of one face, for the enrolment quality gate.
 
     Sharpness is the variance of the Laplacian of the grey face crop, shrunk (never enlarged)
@@ -179,11 +198,10 @@ def measure(image: np.ndarray, box: Box) -> FaceQuality:
 
     :param image: the (height, width, 3) uint8 RGB image, at full resolution
     :param box: the face, in that image's pixels (as detect returns it)
+    :param landmarks68: the face's 68 landmarks, if they are known already
     """
-    with _dlib_lock:
-        landmarks = face_recognition.face_landmarks(image, [box.as_css()], model="large")
-    points = np.array([landmarks[0][part][index] for part, index in _FACE_MODEL_LANDMARKS],
-                      dtype=np.float64)
+    found = landmarks68 if landmarks68 is not None else landmarks(image, box)
+    points = np.array([found[index] for index in _FACE_MODEL_LANDMARKS], dtype=np.float64)
     yaw, pitch, roll = _head_pose(points, box, focal=float(image.shape[1]))
     return FaceQuality(width=box.right - box.left, sharpness=_sharpness(image, box), yaw=yaw,
                        pitch=pitch, roll=roll)

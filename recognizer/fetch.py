@@ -271,7 +271,7 @@ def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> 
         raise FetchFailed()
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise ImageTooLarge("image_url")
+        raise ImageTooLarge("image_url", f"bytes: at most {max_bytes}")
     chunks, total = [], 0
     while True:
         if time.monotonic() > deadline:
@@ -283,5 +283,5 @@ def _read_body(response: requests.Response, max_bytes: int, deadline: float) -> 
             return b"".join(chunks)
         total += len(chunk)
         if total > max_bytes:
-            raise ImageTooLarge("image_url")
+            raise ImageTooLarge("image_url", f"bytes: at most {max_bytes}")
         chunks.append(chunk)

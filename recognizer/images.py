@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import (
     BmpImagePlugin,
+    ExifTags,
     GifImagePlugin,
     Image,
     ImageOps,
@@ -40,11 +41,26 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Inde
 
 
 def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode image bytes into an (height, width, 3) uint8 RGB array.
+    """Decode image bytes into an (height, width, 3) uint8 RGB array, at full size.
 
     :param max_pixels: refuse images with more pixels than this, before decoding them
     :raises UnsupportedImage: not one of FORMATS, corrupt or truncated
     :raises ImageTooLarge: more than max_pixels pixels
+    """
+    pixels, _ = decode_scaled(data, max_pixels, reduce=False)
+    return pixels
+
+
+def decode_scaled(data: bytes, max_pixels: int,
+                  reduce: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode image bytes into (RGB pixels, the image's own (width, height)): a JPEG over
+    max_pixels is decoded at 1/2, 1/4 or 1/8 of its size (JPEG's DCT scaling, Pillow's draft),
+    so that a 50 MP phone photo never becomes 150 MB of pixels. Sizes are as the image is
+    shown, after its EXIF orientation.
+
+    :param reduce: allow decoding a JPEG at a reduced size
+    :raises UnsupportedImage: not one of FORMATS, corrupt or truncated
+    :raises ImageTooLarge: more than max_pixels pixels, even at 1/8 (JPEG)
     """
     if not data:
         raise UnsupportedImage()
@@ -53,16 +69,34 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels rules
             with Image.open(io.BytesIO(data), formats=FORMATS) as image:
                 width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageTooLarge()
+                if reduce:
+                    _reduce(image, max_pixels)
+                if image.size[0] * image.size[1] > max_pixels:
+                    raise ImageTooLarge(detail=f"pixels: at most {max_pixels}")
                 image.load()
-                return to_rgb(ImageOps.exif_transpose(image))
+                turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+                return (to_rgb(ImageOps.exif_transpose(image)),
+                        (height, width) if turned else (width, height))
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise (ImageTooLarge() if isinstance(error, Image.DecompressionBombError)
-               else UnsupportedImage()) from None
+        raise (ImageTooLarge(detail=f"pixels: at most {max_pixels}")
+               if isinstance(error, Image.DecompressionBombError) else UnsupportedImage()) from None
     except _DECODE_ERRORS as error:
         truncated = "truncated" in str(error) or isinstance(error, EOFError)
         raise UnsupportedImage("image_truncated" if truncated else "unsupported_image") from None
+
+
+def _reduce(image: Image.Image, max_pixels: int) -> None:
+    """Ask a JPEG's decoder for the largest of 1/1, 1/2, 1/4, 1/8 of its size that holds at
+    most max_pixels (other formats are decoded whole)."""
+    width, height = image.size
+    if image.format != "JPEG" or width * height <= max_pixels:
+        return
+    for step in (2, 4, 8):
+        if -(-width // step) * -(-height // step) <= max_pixels:
+            break
+    # Pillow decodes at the largest power-of-two reduction that the requested size divides
+    # the image by, rounded down: ask for width // step to get width / step (rounded up)
+    image.draft(image.mode, (max(1, width // step), max(1, height // step)))
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
@@ -95,15 +129,18 @@ def _scale_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
 def read_file(path: str | Path, max_bytes: int) -> bytes:
     """Read a local image file for the CLI (never reachable over HTTP).
 
-    :raises InvalidParameter: the path is not a readable regular file
+    :raises InvalidParameter: ``no_such_file``, ``not_a_file`` (a folder, a device) or
+        ``unreadable``
     :raises ImageTooLarge: the file is over max_bytes
     """
     path = Path(path)
     try:
+        if not path.exists():
+            raise InvalidParameter("path", "no_such_file")
         if not path.is_file():
             raise InvalidParameter("path", "not_a_file")
         if path.stat().st_size > max_bytes:
-            raise ImageTooLarge("path")
+            raise ImageTooLarge("path", f"bytes: at most {max_bytes}")
         return path.read_bytes()
     except OSError:
         raise InvalidParameter("path", "unreadable") from None

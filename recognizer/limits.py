@@ -31,17 +31,17 @@ class Bound:
     def rule(self) -> str:
         """The range in words, as error messages and help texts give it."""
         if self.above:
-            return f"> {_number(self.low)} and <= {_number(self.high)}"
-        kind = "a whole number from" if self.whole else ""
-        return f"{kind} {_number(self.low)} to {_number(self.high)}".strip()
+            return f"a number > {_number(self.low)} and <= {_number(self.high)}"
+        kind = "a whole number" if self.whole else "a number"
+        return f"{kind} from {_number(self.low)} to {_number(self.high)}"
 
     def check(self, field: str, value: object) -> object:
         """Return value if it is in range.
 
-        :raises InvalidParameter: field, "must be <rule>"
+        :raises InvalidParameter: field, ``out_of_range`` with the rule as its detail
         """
         if value not in self:
-            raise InvalidParameter(field, f"must be {self.rule}")
+            raise InvalidParameter(field, "out_of_range", self.rule)
         return value
 
 

@@ -39,12 +39,14 @@ class Recognition(Record):
 
 @dataclass(frozen=True)
 class Enrolment(Record):
-    """The face just added, the person's face count now, and any sign of a wrong label."""
+    """The face just added (or, for an image enrolled to the person before, the face it gave
+    then: ``duplicate``), the person's face count now, and any sign of a wrong label."""
 
     name: str
     face_id: int
     face_count: int
     warnings: list[dict] = field(default_factory=list)
+    duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,65 @@ class Exported(Record):
 
 @dataclass(frozen=True)
 class Health(Record):
-    """Liveness, and the size of the gallery this process recognises against."""
+    """Liveness, and the size of the gallery this process recognises against (left out when
+    API keys are set: a liveness probe needs no key, and learns nothing)."""
 
     status: str
-    person_count: int
-    face_count: int
+    person_count: int | None = None
+    face_count: int | None = None
+
+    def __native_types__(self) -> dict:
+        return {key: value for key, value in super().__native_types__().items()
+                if value is not None}
+
+
+@dataclass(frozen=True)
+class Readiness(Record):
+    """Whether this process can recognise now, and why not."""
+
+    ready: bool
+    models_loaded: bool
+    store_reachable: bool
+
+
+@dataclass(frozen=True)
+class FaceQuality(Record):
+    """What the enrolment gate sees in a face, and whether it would let it through."""
+
+    width: int
+    sharpness: float
+    yaw: float | None
+    pitch: float | None
+    roll: float | None
+    enrollable: bool
+    problems: list[str]
+
+
+@dataclass(frozen=True)
+class DetectedFace(Record):
+    """A face's box, its landmarks (dlib's 5 and 68 points, as [x, y]) and its quality."""
+
+    box: dict
+    landmarks: dict
+    quality: FaceQuality
+
+
+@dataclass(frozen=True)
+class Detection(Record):
+    """Every face in an image, largest first, and the image's size."""
+
+    faces: list[DetectedFace]
+    image: ImageSize
+
+
+@dataclass(frozen=True)
+class Verification(Record):
+    """Whether two faces are the same person (or a face is an enrolled person): the decision
+    at ``threshold``, the distance, and the calibrated probability."""
+
+    same_person: bool
+    distance: float
+    probability: float
+    threshold: float
+    face: dict  # the first image's face: {"box": ...}
+    other: dict  # the second image's face, {"box": ...}, or the person: {"name": ...}

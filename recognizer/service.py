@@ -7,21 +7,23 @@ a face has to be found.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 from . import build as building
-from . import encodings_file, enrolment, limits, pictures
+from . import encodings_file, enrolment, inspection, limits, pictures, verification
 from .access import Gate
 from .config import Settings
+from .errors import InvalidParameter, StoreUnavailable, UnknownPerson
 from .live_gallery import LiveGallery
 from .matching import Match, best_match
 from .names import check_name, check_names
 from .pictures import Picture
 from .results import (
+    Detection,
     Enrolment,
     Exported,
     FaceForgotten,
@@ -30,9 +32,11 @@ from .results import (
     ImageSize,
     Imported,
     PeoplePage,
+    Readiness,
     Recognition,
     RecognizedFace,
     Renamed,
+    Verification,
 )
 from .store import PersonRecord, Store, open_store
 
@@ -48,12 +52,17 @@ class FaceService:
         self.store = store if store is not None else open_store(settings.store)
         self.gallery = LiveGallery(self.store, settings.index_above)
         self.gate = Gate(settings.api_keys, settings.rate_limit, settings.rate_burst)
+        self.announced = False  # whether a server has logged what it runs with
 
     # -- images -------------------------------------------------------------------------------
 
-    def picture_from_request(self, image_url: str | None, upload: object) -> Picture:
-        """The image of an HTTP request: an upload, or else a URL (see ``pictures``)."""
-        return pictures.from_request(self.settings, image_url, upload)
+    def picture_from_request(self, image_url: str | None = None, image: object = None,
+                             image_base64: object = None, prefix: str = "") -> Picture:
+        """The image of an HTTP request, from whichever field carries it (see ``pictures``).
+
+        :param prefix: ``other_`` for a request's second image
+        """
+        return pictures.from_request(self.settings, image_url, image, image_base64, prefix)
 
     def picture_from_path(self, path: str | Path) -> Picture:
         """The image in a local file (CLI only)."""
@@ -76,11 +85,12 @@ class FaceService:
             picture.pixels, model=self.settings.model if model is None else model,
             upsample=self.settings.upsample if upsample is None else upsample,
             max_side=self.settings.detect_max_side)[:self.settings.max_faces]
+        encodings = faces.encode(picture.pixels, boxes, self.settings.jitters)
         found = []
-        for box, encoding in zip(boxes, faces.encode(picture.pixels, boxes, self.settings.jitters)):
+        for box, encoding in zip(boxes, encodings, strict=True):
             match = self.identify(encoding, tolerance, top_k)
-            found.append(RecognizedFace(asdict(box), match.name, match.distance,
-                                        match.confidence, match.candidates))
+            found.append(RecognizedFace(pictures.box_in_image(picture, box), match.name,
+                                        match.distance, match.confidence, match.candidates))
         return Recognition(found, ImageSize(*picture.size))
 
     def identify(self, encoding: np.ndarray, tolerance: float | None = None,
@@ -99,12 +109,50 @@ class FaceService:
         :raises UnusableFace: see ``enrolment.encoding``
         """
         name = check_name(name)
+        if picture.digest and (found := self.store.face_of_image(name, picture.digest)):
+            return Enrolment(name, *found, duplicate=True)  # a retry adds nothing
         encoding = enrolment.encoding(self.settings, picture.pixels, largest_face, force)
         warnings = enrolment.label_warnings(self.settings, self.gallery.current(), name,
                                             encoding)
-        face_id, count = self.store.add_face(name, encoding, picture.source)
+        face_id, count, duplicate = self.store.add_face_once(name, encoding, picture.source,
+                                                             picture.digest or None)
         log.info("enrolled a face (id %d)%s", face_id, " with warnings" if warnings else "")
-        return Enrolment(name, face_id, count, warnings)
+        return Enrolment(name, face_id, count, [] if duplicate else warnings, duplicate)
+
+    def detect(self, picture: Picture, model: str | None = None,
+               upsample: int | None = None) -> Detection:
+        """Every face's box, landmarks and quality; no store is read (see ``inspection``)."""
+        if upsample is not None:
+            limits.UPSAMPLE.check("upsample", upsample)
+        return inspection.detect(self.settings, picture, model, upsample)
+
+    def verify(self, picture: Picture, other: Picture | None = None, name: str | None = None,
+               largest_face: bool = False) -> Verification:
+        """Whether the picture's face is the other picture's person, or the enrolled person
+        called name (their centroid): exactly one of the two.
+
+        :raises InvalidParameter: neither or both of other and name
+        :raises UnusableFace: ``no_face``; ``multiple_faces`` unless largest_face
+        :raises UnknownPerson: nobody called name is enrolled
+        """
+        if (other is None) == (name is None):
+            raise InvalidParameter("name", "missing_parameter" if other is None
+                                   else "several_images", "give name or a second image")
+        box, encoding = inspection.one_face(self.settings, picture, largest_face)
+        if other is not None:
+            other_box, other_encoding = inspection.one_face(self.settings, other, largest_face,
+                                                            "other_image")
+            between, compared = verification.distance(encoding, other_encoding), {
+                "box": other_box}
+            threshold = verification.THRESHOLD
+        else:
+            name = check_name(name)
+            between = self.gallery.current().distance_to(name, encoding)
+            if between is None:
+                raise UnknownPerson(name)
+            compared, threshold = {"name": name}, verification.PERSON_THRESHOLD
+        same, distance, probability = inspection.decision(between, threshold)
+        return Verification(same, distance, probability, threshold, {"box": box}, compared)
 
     # -- people -------------------------------------------------------------------------------
 
@@ -160,13 +208,14 @@ class FaceService:
 
     # -- in bulk ------------------------------------------------------------------------------
 
-    def build(self, *directory: str | Path, force: bool = False, workers: int | None = None,
+    def build(self, *directory: str | Path, force: bool = False, prune: bool = False,
+              workers: int | None = None,
               progress: Callable[..., Iterable] | None = None) -> building.BuildReport:
         """Enrol every photo of a folder-per-person tree (see ``build``)."""
         if workers is not None:
             limits.BUILD_WORKERS.check("workers", workers)
         return building.build(self.settings, self.gallery, *directory, force=force,
-                              workers=workers, progress=progress)
+                              prune=prune, workers=workers, progress=progress)
 
     def import_encodings(self, path: str | Path) -> Imported:
         """Add the faces of an encodings file (arrays ``names`` and ``encodings``, as a
@@ -191,7 +240,28 @@ class FaceService:
         log.info("exported %d faces", len(export.names))
         return Exported(len(export.names), len(set(export.names)), str(written))
 
-    def health(self) -> Health:
-        """Liveness, and the size of the gallery."""
+    def health(self, counts: bool = True) -> Health:
+        """Liveness, and (with counts) the size of the gallery."""
+        if not counts:
+            return Health("ok")
         gallery = self.gallery.current()
         return Health("ok", len(gallery), gallery.face_count)
+
+    def readiness(self) -> Readiness:
+        """Whether this process can recognise now: dlib's models loaded (see warm_up) and the
+        store reachable."""
+        models = "recognizer.faces" in sys.modules
+        try:
+            self.gallery.current()
+            store = True
+        except StoreUnavailable:
+            store = False
+        return Readiness(models and store, models, store)
+
+    def warm_up(self) -> None:
+        """Load dlib's models and the gallery now (a worker's start), not at the first
+        request: a face on a small synthetic image runs detection and encoding once."""
+        from . import faces
+
+        faces.warm_up()
+        self.gallery.current()

@@ -81,12 +81,12 @@ class Watcher:
                and (t.name is None or when - t.encoded_time >= REIDENTIFY_SECONDS)]
         events += self._identify(due, index, when, rgb)
         for track in [t for t in self.tracks.values() if when - t.last_time > LEAVE_SECONDS]:
-            events.append(self._leave(track))
+            events.append(self._leave(track, index, when))
         return events
 
-    def finish(self) -> list[dict]:
-        """Every track still open leaves at the end of the video."""
-        return [self._leave(track) for track in list(self.tracks.values())]
+    def finish(self, index: int, when: float) -> list[dict]:
+        """Every track still open leaves at the end of the video (its last frame, index)."""
+        return [self._leave(track, index, when) for track in list(self.tracks.values())]
 
     def _associate(self, boxes: list[faces.Box], index: int, when: float) -> list[faces.Box]:
         """Continue tracks with the detections that overlap them most; return the rest."""
@@ -119,9 +119,12 @@ class Watcher:
                 self.seen.add(track.name)
         return events
 
-    def _leave(self, track: Track) -> dict:
+    def _leave(self, track: Track, index: int, when: float) -> dict:
+        """A track's leave, as of the frame where it is known (events come in frame order),
+        with the frame and time it was last seen in."""
         del self.tracks[track.id]
-        event = self._event("leave", track, track.last_frame, track.last_time)
+        event = self._event("leave", track, index, when)
+        event["last_frame"], event["last_time"] = track.last_frame, round(track.last_time, 3)
         event["duration"] = round(track.last_time - track.first_time + 1 / self.fps, 3)
         return event
 
@@ -133,7 +136,8 @@ class Watcher:
 
 def names_by_frame(events: list[dict], frames: int) -> list[set]:
     """For each frame, the names of the faces on screen (None for an unknown face), rebuilt
-    from watch's events: a track holds its name from each event to the next."""
+    from watch's events: a track holds its name from each event to the next, and to the last
+    frame it was seen in before its leave."""
     tracks: dict[int, list[dict]] = {}
     for event in events:
         if event["event"] in ("appear", "change", "leave"):
@@ -141,7 +145,8 @@ def names_by_frame(events: list[dict], frames: int) -> list[set]:
     on_screen: list[set] = [set() for _ in range(frames)]
     for track_events in tracks.values():
         for current, following in zip(track_events, track_events[1:]):
-            end = following["frame"] + (following["event"] == "leave")
+            end = (following["last_frame"] + 1 if following["event"] == "leave"
+                   else following["frame"])
             for frame in range(current["frame"], min(end, frames)):
                 on_screen[frame].add(current["name"])
     return on_screen

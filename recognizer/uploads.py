@@ -1,4 +1,8 @@
-"""Read request bodies: a multipart form or a raw image, all in memory, never past a cap."""
+"""Read request bodies: a multipart form or a raw image, all in memory, never past a cap.
+
+A request carries at most two images (``/verify``), each as bytes or as base64 text, whose
+length is checked before it is decoded: :func:`body_limit` bounds the whole body by that.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,18 @@ import multipart
 from .errors import ImageTooLarge, InvalidParameter
 
 FORM_OVERHEAD = 64 * 1024  # room for boundaries, part headers and small text fields
+DATA_URI_PREFIX = 100  # room for "data:image/...;base64," before base64 text
+IMAGE_FIELDS = ("image", "other_image")  # form fields read as bytes even without a file name
+
+
+def encoded_limit(max_bytes: int) -> int:
+    """The longest base64 text (a data: URI's included) of an image of max_bytes."""
+    return 4 * -(-max_bytes // 3) + DATA_URI_PREFIX
+
+
+def body_limit(max_bytes: int) -> int:
+    """The largest request body the service reads: two images, base64 or not, and fields."""
+    return 2 * encoded_limit(max_bytes) + FORM_OVERHEAD
 
 
 def read_multipart(stream: BinaryIO, boundary: str | bytes | None, content_length: int,
@@ -24,20 +40,21 @@ def read_multipart(stream: BinaryIO, boundary: str | bytes | None, content_lengt
         boundary = boundary.decode("latin-1")
     if not boundary:
         raise InvalidParameter("body", "malformed_multipart")
-    limit = max_bytes + FORM_OVERHEAD
+    limit = body_limit(max_bytes)
     if content_length > limit:
-        raise ImageTooLarge()
+        raise ImageTooLarge(detail=f"bytes: a body of at most {limit}")
     form: dict[str, str | bytes] = {}
     try:
         parser = multipart.MultipartParser(
-            stream, boundary, content_length, part_limit=16, partsize_limit=max_bytes,
-            spool_limit=limit, memory_limit=limit, disk_limit=0,
+            stream, boundary, content_length, part_limit=16,
+            partsize_limit=encoded_limit(max_bytes), spool_limit=limit, memory_limit=limit,
+            disk_limit=0,
         )
         for part in parser:
-            value = part.raw if part.filename is not None or part.name == "image" else part.value
-            form.setdefault(part.name, value)
+            raw = part.filename is not None or part.name in IMAGE_FIELDS
+            form.setdefault(part.name, part.raw if raw else part.value)
     except multipart.ParserLimitReached:
-        raise ImageTooLarge() from None
+        raise ImageTooLarge(detail=f"bytes: at most {max_bytes}") from None
     except (multipart.MultipartError, UnicodeDecodeError, ValueError):
         raise InvalidParameter("body", "malformed_multipart") from None
     return form
@@ -49,5 +66,5 @@ def read_raw(stream: BinaryIO, content_length: int, max_bytes: int) -> bytes:
     :raises ImageTooLarge: the declared length is over the cap
     """
     if content_length > max_bytes:
-        raise ImageTooLarge()
+        raise ImageTooLarge(detail=f"bytes: at most {max_bytes}")
     return stream.read(content_length)

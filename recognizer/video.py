@@ -31,6 +31,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import faces, limits  # noqa: E402
+from .annotated import AnnotatedVideo  # noqa: E402
 from .errors import VideoUnavailable  # noqa: E402
 from .service import FaceService  # noqa: E402
 from .tracking import Watcher  # noqa: E402
@@ -168,7 +169,7 @@ def watch(service: FaceService, source: str, scale: float | None = None,
     """
     opened = open_source(source)
     chosen = choose(opened, scale, every)
-    writer = _writer(output, opened) if output else None
+    writer = _writer(output, opened, source) if output else None
     started, stop = time.monotonic(), threading.Event()
     watcher, frames, index = Watcher(service, opened.fps, tolerance), 0, 0
     try:
@@ -182,11 +183,15 @@ def watch(service: FaceService, source: str, scale: float | None = None,
                     writer.write(_annotate(frame, watcher.tracks.values()))
         except KeyboardInterrupt:  # Ctrl-C ends a live source: close the tracks, summarise
             log.info("interrupted")
-        yield from watcher.finish()
+        if not frames:  # opened, but nothing could be read: not a success
+            raise VideoUnavailable("stream_unavailable" if opened.live or "://" in source
+                                   else "not_a_video", detail="no frame could be read")
+        when = index / opened.fps if not opened.live else time.monotonic() - started
+        yield from watcher.finish(index, when)
     finally:
         stop.set()
         if writer is not None:
-            writer.release()
+            writer.close()
     yield _summary(frames, time.monotonic() - started, watcher)
 
 
@@ -221,14 +226,14 @@ def _resolve(item: tuple[int, np.ndarray, Future | None]) -> tuple:
     return index, frame, rgb, boxes
 
 
-def _writer(output: str, source: Source) -> cv2.VideoWriter:
-    path = Path(output)
-    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
-    writer = cv2.VideoWriter(str(path), fourcc, source.fps, (source.width, source.height))
-    if not writer.isOpened():
+def _writer(output: str, source: Source, location: str) -> AnnotatedVideo:
+    """The annotated copy's writer, with the source's audio when the source is a file."""
+    audio = location if Path(location).is_file() else None
+    try:
+        return AnnotatedVideo(output, source.width, source.height, source.fps, audio)
+    except VideoUnavailable:
         source.capture.release()
-        raise VideoUnavailable("output_unwritable", field="output")
-    return writer
+        raise
 
 
 def _annotate(frame: np.ndarray, tracks) -> np.ndarray:

@@ -44,13 +44,17 @@ def test_a_key_file_adds_keys(tmp_path):
 # What each route declares: (method, route) -> scope (None: open). A new route must be added
 # here with its scope, or test_every_route_declares_its_scope fails.
 SCOPES = {
-    ("GET", "/health"): None, ("GET", "/openapi.json"): None,
+    ("GET", "/health"): None, ("GET", "/ready"): None, ("GET", "/openapi.json"): None,
+    ("GET", "/openapi.yaml"): None, ("GET", "/docs"): None, ("GET", "/docs/{asset}"): None,
     ("GET", "/recognize"): "read", ("POST", "/recognize"): "read",
+    ("GET", "/verify"): "read", ("POST", "/verify"): "read",
+    ("GET", "/detect"): "read", ("POST", "/detect"): "read",
     ("GET", "/people"): "read", ("GET", "/people/{name}"): "read",
     ("GET", "/enroll"): "admin", ("POST", "/enroll"): "admin",
     ("DELETE", "/people/{name}"): "admin", ("DELETE", "/people/{name}/faces/{face_id}"): "admin",
     ("POST", "/people/{name}/rename"): "admin",
 }
+SCOPES |= {("HEAD", path): scope for (method, path), scope in SCOPES.items() if method == "GET"}
 READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
@@ -184,17 +188,21 @@ def test_every_response_carries_the_security_headers_and_json(env):
     assert answers[3].data == {"errors": {"method": "method_not_allowed"}}
 
 
-def test_an_open_service_says_so_once_at_start(env, caplog):
+def test_an_open_service_says_so_once_at_start_and_a_command_never(env, caplog):
     with caplog.at_level(logging.WARNING, logger="facerec.api"):
-        api.get_service()
-        api.get_service()
+        hug.test.cli("people", module=api)
+        assert not [r for r in caplog.records if "open" in r.message]  # it is about HTTP
+        api.get_service().store.close()
+        api.get_service.cache_clear()
+        hug.test.get(api, "people")
+        hug.test.get(api, "people")
     assert [r.message for r in caplog.records if "open" in r.message] == [
         "no API keys are set (FACEREC_API_KEYS): the HTTP API is open to anyone"]
 
 
 def test_a_keyed_service_does_not_warn(keyed, caplog):
     with caplog.at_level(logging.WARNING, logger="facerec.api"):
-        api.get_service()
+        hug.test.get(api, "health")
     assert not [r for r in caplog.records if "open" in r.message]
 
 

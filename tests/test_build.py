@@ -31,7 +31,7 @@ from PIL import Image, ImageFilter
 
 import api
 import recognizer
-from conftest import ROOT, face, fresh_store, no_face_image, png_bytes
+from conftest import ROOT, command, face, fresh_store, no_face_image, png_bytes
 from recognizer.build import folder, pool
 from recognizer.errors import WorkersFailed
 from recognizer.matching import SAME_PERSON_LIMIT
@@ -98,9 +98,9 @@ def spy_on_records(store):
     recorded = []
     record_file = store.record_file
 
-    def spy(path, sha256, person, outcome, encoding=None):
-        recorded.append((path, outcome, encoding))
-        return record_file(path, sha256, person, outcome, encoding)
+    def spy(path, sha256, person, outcome, encoding=None, root=None, source=None):
+        recorded.append((path.removeprefix(f"{root}/"), outcome, encoding))  # tree-relative
+        return record_file(path, sha256, person, outcome, encoding, root, source)
 
     store.record_file = spy
     return recorded
@@ -185,12 +185,12 @@ def test_an_interrupted_build_keeps_what_it_recorded_and_the_next_resumes(tmp_pa
         assert multiprocessing.active_children() == []  # the pool is shut down
         first = [path for path, _, _ in two.recorded]
         assert first == files[:3]
-        faces_of_first = [two.store.file_face(path) for path in first]
+        faces_of_first = [two.store.file_face(f"{tree}/{path}") for path in first]
         again = two.build(tree, workers=2)
         assert outcomes(again) == {path: "unchanged" if path in first else "enrolled"
                                    for path in files}
         assert [path for path, _, _ in two.recorded] == files  # each recorded once, in order
-        assert [two.store.file_face(path) for path in first] == faces_of_first
+        assert [two.store.file_face(f"{tree}/{path}") for path in first] == faces_of_first
         assert two.health().face_count == len(files)
 
 
@@ -209,7 +209,8 @@ def test_a_ctrl_c_while_a_file_is_recorded_stops_the_build_after_that_file(tmp_p
         one.store.record_file = record_file
         first = min(path.relative_to(tree).as_posix() for path in tree.glob("*/*"))
         assert [path for path, _, _ in one.recorded] == [first]
-        assert one.store.file_face(first) is not None and one.health().face_count == 1
+        assert one.store.file_face(f"{tree}/{first}") is not None
+        assert one.health().face_count == 1
         assert outcomes(one.build(tree, workers=1)) == {first: "unchanged",
                                                         first.replace(LFW[0], LFW[1]): "enrolled"}
 
@@ -341,8 +342,8 @@ def test_the_workers_option(env, tmp_path, monkeypatch):
     monkeypatch.setattr(pool, "run", counting)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert hug.test.cli("build", str(empty), module=api, workers=2)["summary"] == {}
-    assert hug.test.cli("build", str(empty), module=api)["summary"] == {}
+    assert command("build", str(empty), workers=2)[0]["summary"] == {}
+    assert command("build", str(empty))[0]["summary"] == {}
     assert asked == [2, pool.usable_cores()]
     for refused in ("0", "65"):  # (hug.test.cli would leave itself broken by argparse's exit)
         out_of_range = run_cli("build", str(empty), "--workers", refused)
@@ -371,7 +372,7 @@ def by_file(report):
 
 
 def test_build_refuses_the_blurred_photo_and_flags_the_misfiled_one(env, misfiled):
-    report = hug.test.cli("build", str(misfiled), module=api)
+    report = command("build", str(misfiled))[0]
     files = by_file(report)
     # in sorted order, so the misfiled Obama comes last, after everyone else is enrolled
     assert list(files) == ["alice/blurred.jpg", "alice/obama.jpg", "alice/obama2.jpg",
@@ -393,28 +394,80 @@ def test_build_refuses_the_blurred_photo_and_flags_the_misfiled_one(env, misfile
 
 
 def test_a_second_build_is_unchanged_and_force_enrols_only_the_refused_photo(env, misfiled):
-    hug.test.cli("build", str(misfiled), module=api)
-    again = hug.test.cli("build", str(misfiled), module=api)
-    assert again["summary"] == {"unchanged": 5}
+    command("build", str(misfiled))[0]
+    again, code = command("build", str(misfiled))
+    assert again["summary"] == {"blurry": 1, "unchanged": 4} and code == 3
     assert not any("warnings" in entry for entry in again["files"])
 
-    forced = hug.test.cli("build", str(misfiled), module=api, force=True)  # --force
+    forced, code = command("build", str(misfiled), force=True)  # --force
+    assert code == 0
     outcomes = {name: entry["outcome"] for name, entry in by_file(forced).items()}
     assert outcomes.pop("alice/blurred.jpg") == "enrolled"
     assert set(outcomes.values()) == {"unchanged"}
     assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 2, "face_count": 5}
-    assert hug.test.cli("build", str(misfiled), module=api)["summary"] == {"unchanged": 5}
+    assert command("build", str(misfiled))[0]["summary"] == {"unchanged": 5}
 
 
 def test_a_replaced_photo_is_compared_with_the_others_not_with_the_face_it_replaces(env, tmp_path):
     root = tmp_path / "tree"
     (root / "bob").mkdir(parents=True)
     shutil.copy(face("people/obama/obama.jpg"), root / "bob" / "photo.jpg")  # the wrong photo
-    hug.test.cli("build", str(root), module=api)
+    command("build", str(root))[0]
     shutil.copy(face("people/biden/biden.jpg"), root / "bob" / "photo.jpg")  # put right
-    fixed = by_file(hug.test.cli("build", str(root), module=api))["bob/photo.jpg"]
+    fixed = by_file(command("build", str(root))[0])["bob/photo.jpg"]
     assert fixed["outcome"] == "enrolled" and "warnings" not in fixed
     assert hug.test.get(api, "people").data["people"] == [{"name": "bob", "face_count": 1}]
     shutil.copy(face("people/biden/biden2.jpg"), root / "bob" / "second.jpg")
-    second = by_file(hug.test.cli("build", str(root), module=api))["bob/second.jpg"]
+    second = by_file(command("build", str(root))[0])["bob/second.jpg"]
     assert second["outcome"] == "enrolled" and "warnings" not in second
+
+
+# -- pruning -------------------------------------------------------------------------------------
+
+
+def test_prune_forgets_the_faces_of_files_that_left_the_tree_and_no_other_trees(env, tmp_path):
+    first = lfw_tree(tmp_path / "first", LFW[:2], 2)
+    second = lfw_tree(tmp_path / "second", LFW[2:3], 1)
+    assert command("build", str(first))[1] == 0 and command("build", str(second))[1] == 0
+    gone = sorted((first / LFW[0]).iterdir())[0]
+    gone.unlink()
+    plain, _ = command("build", str(first))  # without --prune, nothing is forgotten
+    assert "pruned" not in plain["summary"]
+    assert hug.test.get(api, "health").data["face_count"] == 5
+    pruned, code = command("build", str(first), prune=True)
+    assert code == 0 and pruned["summary"] == {"pruned": 1, "unchanged": 3}
+    assert [entry for entry in pruned["files"] if entry["outcome"] == "pruned"] == [
+        {"file": f"{LFW[0]}/{gone.name}", "person": LFW[0], "outcome": "pruned"}]
+    assert hug.test.get(api, "health").data["face_count"] == 4
+    # a build of another root prunes only its own files
+    other, _ = command("build", str(second), prune=True)
+    assert other["summary"] == {"unchanged": 1}
+    assert hug.test.get(api, "health").data["face_count"] == 4
+    for photo in (first / LFW[1]).iterdir():  # a whole person's folder goes: so do they
+        photo.unlink()
+    command("build", str(first), prune=True)
+    names = [person["name"] for person in hug.test.get(api, "people").data["people"]]
+    assert names == [LFW[0], LFW[2]]
+
+
+def test_two_trees_with_the_same_relative_paths_keep_their_own_records(env, tmp_path):
+    first = lfw_tree(tmp_path / "first", LFW[:1], 1)
+    second = tmp_path / "second"
+    shutil.copytree(first, second)  # the same person folder and file name
+    shutil.copy(face(f"lfw_dev/{LFW[0]}/{LFW[0]}_0002.jpg"),
+                next((second / LFW[0]).iterdir()))  # other bytes
+    assert command("build", str(first))[0]["summary"] == {"enrolled": 1}
+    assert command("build", str(second))[0]["summary"] == {"enrolled": 1}
+    assert command("build", str(first))[0]["summary"] == {"unchanged": 1}  # not replaced
+    assert hug.test.get(api, "health").data["face_count"] == 2
+
+
+def test_a_record_made_before_records_carried_their_root_is_taken_over(store_location):
+    from recognizer.store import open_store
+
+    store = open_store(store_location)
+    store.record_file("bob/1.jpg", "h", "bob", "enrolled", np.full(128, 0.1))  # no root
+    assert store.current_outcome("/trees/kf/bob/1.jpg", "h", legacy="bob/1.jpg") == "enrolled"
+    assert store.query("SELECT path, root FROM files") == [("/trees/kf/bob/1.jpg", "/trees/kf")]
+    assert store.prune_files("/trees/kf", set()) == [("/trees/kf/bob/1.jpg", "bob")]
+    assert store.counts() == (0, 0)

@@ -10,7 +10,7 @@ import hug
 import pytest
 
 import api
-from conftest import ROOT, face, no_face_image
+from conftest import ROOT, command, face, no_face_image
 from recognizer.errors import InvalidParameter, UnknownPerson, UnusableFace
 
 pytestmark = pytest.mark.store  # run on both store backends
@@ -30,7 +30,8 @@ def tree(tmp_path):
 
 def test_enroll_recognize_people_and_forget(env):
     enrolled = hug.test.cli("enroll", "obama", str(face("people/obama/obama.jpg")), module=api)
-    assert enrolled == {"name": "obama", "face_id": 1, "face_count": 1, "warnings": []}
+    assert enrolled == {"name": "obama", "face_id": 1, "face_count": 1, "warnings": [],
+                        "duplicate": False}
     result = hug.test.cli("recognize", str(face("people/obama/obama2.jpg")), module=api,
                           top_k=2, model="hog")  # (hug.test.cli drops values equal to 0 or 1)
     assert [f["name"] for f in result["faces"]] == ["obama"]
@@ -51,10 +52,14 @@ def test_enroll_face_count_errors_and_largest_face(env):
 def test_a_local_path_is_a_cli_thing_only(env, tmp_path):
     missing = hug.test.cli("recognize", str(tmp_path / "nope.jpg"), module=api)
     assert isinstance(missing, InvalidParameter) and missing.field == "path"
+    assert missing.message == "no_such_file"
+    folder = hug.test.cli("recognize", str(tmp_path), module=api)
+    assert isinstance(folder, InvalidParameter) and folder.message == "not_a_file"
 
 
 def test_build_enrols_everyone_and_reports_each_file(env, tree):
-    report = hug.test.cli("build", str(tree), module=api)
+    report, code = command("build", str(tree))
+    assert code == 3  # a file was refused (no face): the report says which, the status that
     outcomes = {entry["file"]: entry["outcome"] for entry in report["files"]}
     assert outcomes == {
         "Kit Harington/john2.jpeg": "enrolled", "biden/biden.jpg": "enrolled",
@@ -69,19 +74,20 @@ def test_build_enrols_everyone_and_reports_each_file(env, tree):
 
 
 def test_a_second_build_adds_nothing(env, tree):
-    hug.test.cli("build", str(tree), module=api)
+    command("build", str(tree))[0]
     before = hug.test.get(api, "health").data
-    again = hug.test.cli("build", str(tree), module=api)
-    assert again["summary"] == {"unchanged": 4}
+    again, code = command("build", str(tree))
+    assert again["summary"] == {"unchanged": 3, "no_face": 1}  # the refusal, with its reason
+    assert code == 3
     assert hug.test.get(api, "health").data == before
 
 
 def test_build_replaces_a_changed_file_and_adds_a_new_one(env, tree):
-    hug.test.cli("build", str(tree), module=api)
+    command("build", str(tree))[0]
     shutil.copy(face("people/obama/obama1.jpg"), tree / "obama" / "obama.jpg")
     shutil.copy(face("people/biden/biden2.jpg"), tree / "biden")
-    report = hug.test.cli("build", str(tree), module=api)
-    assert report["summary"] == {"enrolled": 2, "unchanged": 3}
+    report = command("build", str(tree))[0]
+    assert report["summary"] == {"enrolled": 2, "no_face": 1, "unchanged": 2}
     assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 3, "face_count": 4}
 
 
@@ -96,7 +102,7 @@ def test_build_reports_bad_files_and_names_and_stays_in_the_tree(env, tree, tmp_
     (tree / "linked").symlink_to(outside)
     (tree / "obama" / "escape.jpg").symlink_to(outside / "secret.jpg")
     (tree / "notes.txt").write_text("not a folder")
-    report = hug.test.cli("build", str(tree), module=api)
+    report = command("build", str(tree))[0]
     outcomes = {entry["file"]: entry["outcome"] for entry in report["files"]}
     assert outcomes["biden/broken.jpg"] == "unreadable"
     assert outcomes["biden/group.jpg"] == "multiple_faces"
@@ -110,8 +116,8 @@ def test_build_reports_bad_files_and_names_and_stays_in_the_tree(env, tree, tmp_
 def test_build_defaults_to_known_faces_dir(env, tree):
     env.setenv("FACEREC_KNOWN_FACES_DIR", str(tree))
     api.get_service.cache_clear()
-    assert hug.test.cli("build", module=api)["summary"]["enrolled"] == 3
-    assert isinstance(hug.test.cli("build", str(tree), str(tree), module=api), InvalidParameter)
+    assert command("build")[0]["summary"]["enrolled"] == 3
+    assert isinstance(command("build", str(tree), str(tree))[0], InvalidParameter)
 
 
 def run_cli(*args, env_vars):
@@ -123,8 +129,11 @@ def run_cli(*args, env_vars):
 def test_the_real_command_line(env, tree, store_location):
     store = {"FACEREC_STORE": store_location, "PYTHONWARNINGS": "ignore"}
     built = run_cli("build", str(tree), env_vars=store)
-    assert built.returncode == 0, built.stderr
+    assert built.returncode == 3, built.stderr  # the report on stdout, and a file refused
     assert json.loads(built.stdout)["summary"] == {"enrolled": 3, "no_face": 1}
+    (tree / "obama" / "landscape.png").unlink()
+    clean = run_cli("build", str(tree), env_vars=store)
+    assert clean.returncode == 0 and json.loads(clean.stdout)["summary"] == {"unchanged": 3}
     assert "build" in built.stderr  # the progress bar goes to stderr, the report to stdout
     two = run_cli("enroll", "Ada", str(face("misc/two_people.jpg")), env_vars=store)
     assert two.returncode != 0

@@ -14,7 +14,7 @@ def test_defaults():
     assert settings.tolerance == 0.5 and settings.ratio == 0.82 and settings.model == "hog"
     assert settings.jitters == 5 and settings.enroll_jitters == 10
     assert settings.quality_limits == QualityLimits()
-    assert settings.max_image_bytes == 10 * 1024 * 1024
+    assert settings.max_image_bytes == 32 * 1024 * 1024  # a 50 MP phone photo fits
     assert settings.allow_private_networks is False
 
 
@@ -27,13 +27,15 @@ def test_every_variable_is_read():
         "FACEREC_ALLOW_PRIVATE_NETWORKS": "yes", "FACEREC_RATIO": "0.9", "FACEREC_JITTERS": "1",
         "FACEREC_ENROLL_JITTERS": "3", "FACEREC_MIN_FACE_SIZE": "80",
         "FACEREC_MIN_SHARPNESS": "12.5", "FACEREC_MAX_YAW": "30", "FACEREC_MAX_PITCH": "20",
-        "FACEREC_MAX_ROLL": "25", "UNRELATED": "x",
+        "FACEREC_MAX_ROLL": "25", "UNRELATED": "x", "FACEREC_TEST_STORE": "the tests'",
+        "FACEREC_CORS_ORIGINS": "https://app.example.com, http://localhost:3000/",
     })
     assert settings == Settings(
         store="/data/faces.sqlite3", known_faces_dir=Path("/photos"), tolerance=0.5, model="cnn",
         upsample=0, detect_max_side=800, max_image_bytes=1000, max_image_pixels=2000,
         fetch_timeout=3.5, allow_private_networks=True, ratio=0.9, jitters=1, enroll_jitters=3,
         min_face_size=80, min_sharpness=12.5, max_yaw=30, max_pitch=20, max_roll=25,
+        cors_origins=("https://app.example.com", "http://localhost:3000"),
     )
     assert settings.quality_limits == QualityLimits(80, 12.5, 30, 20, 25)
 
@@ -49,3 +51,38 @@ def test_every_variable_is_read():
 def test_bad_values_name_the_variable(variable, value):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize("variable, suggestion", [
+    ("FACEREC_ALLOW_PRIVATE_NETWORK", "FACEREC_ALLOW_PRIVATE_NETWORKS"),
+    ("FACEREC_TOLERENCE", "FACEREC_TOLERANCE"),
+    ("FACEREC_API_KEY", "FACEREC_API_KEYS"),
+])
+def test_an_unknown_variable_stops_start_up_naming_the_closest(variable, suggestion):
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({variable: "1"})
+    assert str(refused.value) == f"{variable} is not a setting: did you mean {suggestion}?"
+
+
+@pytest.mark.parametrize("value", ["*", "app.example.com", "https://a.example/path",
+                                   "javascript:alert(1)"])
+def test_cors_origins_must_be_origins(value):
+    with pytest.raises(ConfigError, match="FACEREC_CORS_ORIGINS"):
+        Settings.from_env({"FACEREC_CORS_ORIGINS": value})
+
+
+def test_the_start_up_line_hides_the_store_password_and_every_key():
+    settings = Settings.from_env({"FACEREC_STORE": "postgresql://facerec:s3cret@db:5432/faces",
+                                  "FACEREC_API_KEYS": "k3y-one:read"})
+    line = settings.summary()
+    assert "s3cret" not in line and "k3y-one" not in line
+    assert "postgresql://facerec:***@db:5432/faces" in line and "1 API keys" in line
+    assert "(open)" in Settings.from_env({}).summary()
+
+
+def test_a_store_in_a_folder_that_does_not_exist_is_refused(tmp_path):
+    from recognizer.store import open_store
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_store(tmp_path / "missing" / "store.sqlite3")
+    assert not (tmp_path / "missing").exists()  # no silent mkdir -p

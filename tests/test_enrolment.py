@@ -79,7 +79,9 @@ def test_a_blurred_photo_is_refused_by_upload_and_by_url_unless_forced(env, serv
     assert forced.data["face_count"] == 1 and forced.data["warnings"] == []
     assert hug.test.get(api, "people").data == {"people": [{"name": "obama", "face_count": 1}],
                                                 "total": 1, "page": 1, "size": 100, "pages": 1}
-    assert enroll_upload("obama", blurred, force="true").data["face_count"] == 2  # upload + force
+    again = enroll_upload("obama", blurred, force="true")  # the same bytes, uploaded this time
+    assert again.status == falcon.HTTP_200 and again.data["duplicate"] is True
+    assert again.data["face_count"] == 1 and again.data["face_id"] == forced.data["face_id"]
 
 
 @pytest.mark.parametrize("upsample", [1, 2])
@@ -110,7 +112,8 @@ def test_cli_enroll_refuses_a_blurred_file_unless_force(env, tmp_path, blurred):
     assert isinstance(error, UnusableFace) and error.message == "blurry"
     assert hug.test.cli("people", module=api)["total"] == 0
     forced = hug.test.cli("enroll", "obama", str(path), module=api, force=True)  # --force
-    assert forced == {"name": "obama", "face_id": 1, "face_count": 1, "warnings": []}
+    assert forced == {"name": "obama", "face_id": 1, "face_count": 1, "warnings": [],
+                      "duplicate": False}
 
 
 # -- several photos per person, and label warnings -------------------------------------------

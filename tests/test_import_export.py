@@ -106,6 +106,7 @@ def test_an_export_imports_into_a_fresh_store_as_the_same_people_and_encodings(
         assert saved["names"].tolist() == before.names
         np.testing.assert_array_equal(saved["encodings"], before.encodings)
 
+    (tmp_path / "fresh").mkdir()
     with fresh_store(tmp_path / "fresh") as location:
         reconfigure(store=location)
         assert health()["face_count"] == 0
@@ -320,8 +321,10 @@ def test_a_bad_file_is_refused_with_its_reason_and_nothing_is_stored(env, tmp_pa
     folder.mkdir()
     refused = run("import-encodings", build(folder))
     assert isinstance(refused, InvalidParameter), refused
-    assert (refused.field, refused.message) == ("file", message)
-    assert refused.as_body() == {"errors": {"file": message}}
+    code, _, detail = message.partition(": ")
+    assert (refused.field, refused.message, refused.detail) == ("file", code, detail or None)
+    assert refused.as_body() == {"errors": {"file": code}} | (
+        {"detail": {"file": detail}} if detail else {})
     assert calls == []
     assert health() == {"status": "ok", "person_count": 1, "face_count": 1}
 
@@ -330,7 +333,8 @@ def test_an_invalid_name_is_reported_by_row_never_echoed(env, tmp_path):
     path = savez(tmp_path / "x.npz", names=np.array(["ada", "secret<script>name"]),
                  encodings=rng.normal(size=(2, 128)))
     refused = run("import-encodings", path)
-    assert refused.message == "invalid_name: names[1]" and "secret" not in str(refused.as_body())
+    assert (refused.message, refused.detail) == ("invalid_name", "names[1]")
+    assert "secret" not in str(refused.as_body())
 
 
 def test_a_pickled_array_is_never_unpickled(env, tmp_path):

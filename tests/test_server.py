@@ -32,7 +32,7 @@ def server(command, env_vars, port):
             try:
                 if requests.get(f"{base}/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # (workers still loading)
                 pass
             assert process.poll() is None and time.monotonic() < deadline, "server did not start"
             time.sleep(0.3)
@@ -116,6 +116,9 @@ def test_gunicorn_workers_see_each_others_enrolments(store_location):
                f"127.0.0.1:{port}", "--timeout", "60", "api:__hug_wsgi__"]
     env_vars = settings(store_location) | {"OPENBLAS_NUM_THREADS": "1"}
     with server(command, env_vars, port) as (base, log):
+        for _ in range(4):  # each worker loaded its models as it started (gunicorn.conf.py)
+            ready = requests.get(f"{base}/ready", headers={"Connection": "close"}, timeout=10)
+            assert ready.status_code == 200 and ready.json()["models_loaded"] is True
         with open(face("people/obama/obama.jpg"), "rb") as photo:
             enrolled = requests.post(f"{base}/enroll", params={"name": "obama"},
                                      files={"image": photo})
@@ -162,3 +165,32 @@ def test_two_services_on_one_store_see_each_others_changes_at_once(store_locatio
         assert requests.delete(f"{one}/people/Barack").status_code == 200
         assert names(other) == [None]
         assert requests.get(f"{other}/health").json()["face_count"] == 0
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on a TCP port (IPv4), from /proc."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # LISTEN
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_scripts_serve_listens_on_loopback_unless_host_is_set_and_refuses_a_bad_port(
+        store_location):
+    port = free_port()
+    with server(["scripts/serve"], settings(store_location) | {"PORT": str(port)}, port) as (
+            base, log):
+        assert listening_addresses(port) == {"127.0.0.1"}
+        assert requests.get(f"{base}/health", timeout=10).json()["status"] == "ok"
+        ready = requests.get(f"{base}/ready", timeout=10)  # the models loaded as it started
+        assert ready.status_code == 200 and ready.json()["models_loaded"] is True
+        assert "detection hog" in read_log(log)  # the start-up line
+    for bad in ("abc", "70000", "0", "-1"):
+        refused = subprocess.run(["scripts/serve"], cwd=ROOT, env=os.environ | {"PORT": bad},
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == (
+            f"scripts/serve: PORT must be a number from 1 to 65535, not '{bad}'")

@@ -350,7 +350,7 @@ PRE_NETWORK = [
     # other schemes, and no scheme or no host
     "file:///etc/passwd", "file://127.0.0.1/etc/passwd", "file:/proc/self/environ",
     "/etc/passwd", "../known_faces/x.jpg", "gopher://127.0.0.1:{port}/_GET%20/%20HTTP/1.0",
-    "ftp://127.0.0.1/", "dict://127.0.0.1:11211/stat", "data:image/png;base64,iVBORw0KGgo=",
+    "ftp://127.0.0.1/", "dict://127.0.0.1:11211/stat",
     "ldap://127.0.0.1/", "sftp://127.0.0.1/", "tftp://127.0.0.1/x", "ws://127.0.0.1:{port}/",
     "jar:http://127.0.0.1:{port}/x.jar!/", "netdoc:///etc/passwd", "javascript:alert(1)",
     "//127.0.0.1:{port}/", "127.0.0.1:{port}/x.jpg", "http:/127.0.0.1:{port}/",
@@ -368,6 +368,17 @@ def test_malformed_urls_are_refused_before_any_network_access(network, spy, inte
     response = hug.test.get(api, "recognize", image_url=url)
     refused(response, "url_not_allowed", spy, internal)
     assert spy == [] and network.lookups == []
+
+
+@pytest.mark.parametrize("url", ["data:image/png;base64,iVBORw0KGgo=",
+                                 "data:image/jpeg;base64,/9j/4AAQ",
+                                 "data:text/html;base64,PGI+aGk8L2I+"])
+def test_a_data_uri_is_decoded_here_and_never_fetched(network, spy, internal, url):
+    """data: URIs are images in the request itself (a caller's convenience): nothing is looked
+    up or connected to, whatever they hold."""
+    response = hug.test.get(api, "recognize", image_url=url)
+    assert response.status in (falcon.HTTP_400, falcon.HTTP_415), response.data
+    assert spy == [] and network.lookups == [] and internal.accepted == []
 
 
 @pytest.mark.parametrize("url, code", [

@@ -77,8 +77,18 @@ def test_every_track_appears_once_and_leaves_once_with_its_duration(watched):
         assert set(kinds[1:-1]) <= {"change"}
         leave = [event for event in events if event.get("track") == track][-1]
         appear = [event for event in events if event.get("track") == track][0]
-        assert leave["duration"] == pytest.approx(leave["time"] - appear["time"] + 1 / 29.97,
-                                                  abs=0.01)
+        assert leave["duration"] == pytest.approx(
+            leave["last_time"] - appear["time"] + 1 / 29.97, abs=0.01)
+        assert appear["frame"] <= leave["last_frame"] <= leave["frame"]
+
+
+def test_events_come_in_frame_order(watched):
+    """A leave is reported as of the frame where it is known (it carries the frame the face was
+    last seen in), so no event comes after one of a later frame."""
+    events, _ = watched
+    frames = [event["frame"] for event in events if "frame" in event]
+    assert frames == sorted(frames)
+    assert any(e["event"] == "leave" and e["last_frame"] < e["frame"] for e in events)
 
 
 def test_the_annotated_video_is_readable_with_the_same_frame_count(watched):
@@ -90,6 +100,49 @@ def test_the_annotated_video_is_readable_with_the_same_frame_count(watched):
     assert frames == 275
     assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (
         640, 360)
+
+
+def streams_of(path) -> str:
+    """What FFmpeg says a video file holds (its stream lines)."""
+    import imageio_ffmpeg
+
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                           capture_output=True, text=True, timeout=60)
+    return "\n".join(line for line in probe.stderr.splitlines() if "Stream #" in line)
+
+
+def test_the_annotated_video_plays_in_a_browser_and_keeps_the_sound(watched):
+    _, output = watched
+    streams = streams_of(output)
+    assert "Video: h264" in streams and "yuv420p" in streams  # what every browser plays
+    assert "Audio: aac" in streams  # the clip's sound, kept
+
+
+def test_an_annotated_webm_is_vp9_and_an_unknown_suffix_is_refused(service, tmp_path):
+    clip = str(face(CLIP))
+    out = tmp_path / "annotated.webm"
+    list(video.watch(service, clip, every=30, output=str(out)))
+    streams = streams_of(out)
+    assert "Video: vp9" in streams and "Audio: opus" in streams
+    with pytest.raises(VideoUnavailable, match="output_unwritable") as refused:
+        next(video.watch(service, clip, output=str(tmp_path / "annotated.avi")))
+    assert ".webm" in refused.value.detail
+    with pytest.raises(VideoUnavailable, match="output_unwritable"):
+        next(video.watch(service, clip, output=str(tmp_path / "missing" / "a.mp4")))
+
+
+def test_a_video_that_cannot_be_read_is_an_error_not_an_empty_success(service, httpserver):
+    """A server without range requests: FFmpeg opens the MP4 but reads no frame."""
+    httpserver.expect_request("/clip.mp4").respond_with_data(face(CLIP).read_bytes(),
+                                                             content_type="video/mp4")
+    with pytest.raises(VideoUnavailable, match="stream_unavailable|not_a_video"):
+        list(video.watch(service, httpserver.url_for("/clip.mp4")))
+    cli = subprocess.run([sys.executable, "-m", "hug", "-f", "api.py", "-c", "watch",
+                          httpserver.url_for("/clip.mp4")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=240)
+    assert cli.returncode != 0 and '"frames": 0' not in cli.stdout
+    assert json.loads(cli.stderr.strip().splitlines()[-1])["errors"]["source"] in (
+        "stream_unavailable", "not_a_video")
 
 
 def test_a_whole_video_over_http_is_read_frame_by_frame(service, httpserver):
@@ -175,9 +228,9 @@ def test_a_stream_that_cannot_be_reached_is_refused(service):
 def test_bad_scale_and_interval_are_refused(service):
     from recognizer.errors import InvalidParameter
 
-    with pytest.raises(InvalidParameter, match="must be 0.1 to 4"):
+    with pytest.raises(InvalidParameter, match="out_of_range: a number from 0.1 to 4"):
         next(video.watch(service, str(face(CLIP)), scale=10))
-    with pytest.raises(InvalidParameter, match="must be a whole number from 1 to 300"):
+    with pytest.raises(InvalidParameter, match="out_of_range: a whole number from 1 to 300"):
         next(video.watch(service, str(face(CLIP)), every=0))
 
 

@@ -4,6 +4,11 @@ This process walks the tree, reads and hashes each file, and skips the files alr
 Worker processes (``pool``) find and encode the faces. Each outcome is recorded once it and
 all before it are known: in the tree's order, so the report and the label warnings do not
 depend on the workers. An interrupted build keeps what it recorded, and the next one resumes.
+
+A file keeps its outcome until its bytes change: "unchanged" for a face still enrolled, the
+reason again for a file refused before (``REFUSED``). Files are recorded by their full path,
+with their tree's root: two trees never share a record, and ``prune`` forgets the faces of
+files that have left this tree and no other.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from tqdm import tqdm
 
 from .. import enrolment, images, quality
 from ..config import Settings
-from ..errors import InvalidParameter, RecognizerError, UnusableFace
+from ..errors import QUALITY_REASONS, InvalidParameter, RecognizerError, UnusableFace
 from ..live_gallery import LiveGallery
 from ..names import check_name
 from ..pictures import sha256
@@ -29,6 +34,11 @@ from ..record import Record
 from . import pool
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+# Outcomes of a file that was not enrolled for a reason its owner can fix: the command line
+# exits with REFUSED_EXIT after a build that reports any.
+REFUSED = ("no_face", "multiple_faces", *QUALITY_REASONS, "unreadable", "invalid_name",
+           "outside_tree", "crashed")
+REFUSED_EXIT = 3
 log = logging.getLogger(__name__)
 # The command line's progress bar: on stderr, so that stdout holds only the report.
 progress_bar = functools.partial(tqdm, desc="build", unit="file", file=sys.stderr)
@@ -42,6 +52,11 @@ class BuildReport(Record):
     files: list[dict]
     summary: dict[str, int]
     person_count: int
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit status: REFUSED_EXIT when any file was refused, else 0."""
+        return REFUSED_EXIT if any(self.summary.get(reason) for reason in REFUSED) else 0
 
 
 @dataclass
@@ -71,12 +86,13 @@ class _File:
 
 
 def build(settings: Settings, gallery: LiveGallery, *directory: str | Path,
-          force: bool = False, workers: int | None = None,
+          force: bool = False, prune: bool = False, workers: int | None = None,
           progress: Callable[..., Iterable] | None = None) -> BuildReport:
     """Enrol every image of a folder-per-person tree; files already built are skipped.
 
     :param directory: the tree's root, at most one; ``known_faces/`` by default
     :param force: enrol faces that fail the quality gate (and retry files it refused)
+    :param prune: forget the faces of files recorded under this root that have left it
     :param workers: processes that encode, one per core by default; 1 encodes in this one
     :param progress: wraps the outcomes as they come, as ``progress(outcomes, total=files)``:
         e.g. :data:`progress_bar`
@@ -84,7 +100,7 @@ def build(settings: Settings, gallery: LiveGallery, *directory: str | Path,
     :raises KeyboardInterrupt: Ctrl-C, between two files: what was recorded is kept
     """
     if len(directory) > 1:
-        raise InvalidParameter("directory", "give at most one directory")
+        raise InvalidParameter("directory", "one_directory_only")
     root = Path(directory[0] if directory else settings.known_faces_dir).resolve()
     if not root.is_dir():
         raise InvalidParameter("directory", "not_a_directory")
@@ -97,7 +113,12 @@ def build(settings: Settings, gallery: LiveGallery, *directory: str | Path,
     with contextlib.closing(pool.run(work, jobs, workers or pool.usable_cores())) as done:
         for job, result in done if progress is None else progress(done, total=len(files)):
             with pool.ctrl_c_deferred():  # a Ctrl-C stops the build between two files
-                report.add(job.relative, job.folder, *_record(settings, gallery, job, result))
+                outcome, warnings = _record(settings, gallery, root, job, result)
+                report.add(job.relative, job.folder, outcome, warnings)
+    if prune:
+        kept = {_key(root, path.relative_to(root).as_posix()) for _, path in files}
+        for path, person in gallery.store.prune_files(str(root), kept):
+            report.add(path[len(str(root)) + 1:], person, "pruned", [])
     return BuildReport(report.files, report.summary(), len(gallery.current()))
 
 
@@ -117,12 +138,13 @@ def _job(settings: Settings, store, root: Path, folder: str, path: Path,
     except RecognizerError:
         return _File(relative, folder, person, outcome="unreadable"), None
     file = _File(relative, folder, person, sha256(data))
-    if store.file_is_current(relative, file.digest, retry=retry):
-        return replace(file, outcome="unchanged"), None
+    known = store.current_outcome(_key(root, relative), file.digest, retry, legacy=relative)
+    if known is not None:  # the same bytes as last time: the same outcome, or "unchanged"
+        return replace(file, outcome="unchanged" if known == "enrolled" else known), None
     return file, data
 
 
-def _record(settings: Settings, gallery: LiveGallery, file: _File,
+def _record(settings: Settings, gallery: LiveGallery, root: Path, file: _File,
             result: tuple[str, np.ndarray | None] | Exception | None) -> tuple[str, list[dict]]:
     """Store what became of a file; with a new face, the signs that it is misfiled.
 
@@ -135,12 +157,19 @@ def _record(settings: Settings, gallery: LiveGallery, file: _File,
         return "crashed", []
     outcome, encoded = result
     warnings = []
+    key = _key(root, file.relative)
     if encoded is not None:
-        replacing = gallery.store.file_face(file.relative)
+        replacing = gallery.store.file_face(key)
         warnings = enrolment.label_warnings(settings, gallery.current(), file.person, encoded,
                                             replacing)
-    gallery.store.record_file(file.relative, file.digest, file.person, outcome, encoded)
+    gallery.store.record_file(key, file.digest, file.person, outcome, encoded, str(root),
+                              source=f"file:{file.relative}")
     return outcome, warnings
+
+
+def _key(root: Path, relative: str) -> str:
+    """A file's record: its path, root included (two trees may hold the same relative path)."""
+    return f"{root}/{relative}"
 
 
 def file_outcome(settings: Settings, data: bytes,

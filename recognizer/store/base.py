@@ -27,14 +27,38 @@ class Store(StoreCore):
 
     # -- enrolment ---------------------------------------------------------------------------
 
-    def add_face(self, name: str, encoding: np.ndarray, source: str) -> tuple[int, int]:
+    def add_face(self, name: str, encoding: np.ndarray, source: str,
+                 image_sha256: str | None = None) -> tuple[int, int]:
         """Add one face to a person, creating the person if needed.
 
+        :param image_sha256: the SHA-256 of the image it came from, to find it again
         :return: (face_id, number of faces the person has now)
         """
         blob = encoding_to_blob(encoding)
         with self._write():
-            return self._insert_face(name, blob, source)
+            return self._insert_face(name, blob, source, image_sha256)
+
+    def add_face_once(self, name: str, encoding: np.ndarray, source: str,
+                      image_sha256: str) -> tuple[int, int, bool]:
+        """Add a face to a person unless one from the same image (by SHA-256) is theirs
+        already, checked and added in one transaction.
+
+        :return: (the new or existing face's id, the person's face count, whether it existed)
+        """
+        blob = encoding_to_blob(encoding)
+        with self._write():
+            found = self.face_of_image(name, image_sha256)
+            if found is not None:
+                return (*found, True)
+            return (*self._insert_face(name, blob, source, image_sha256), False)
+
+    def face_of_image(self, name: str, image_sha256: str) -> tuple[int, int] | None:
+        """A person's face from the image with this SHA-256, if any: (its id, their count)."""
+        with self._lock:
+            row = self._one("SELECT f.id, f.person_id FROM faces f JOIN people p ON"
+                            " p.id = f.person_id WHERE p.name = ? AND f.image_sha256 = ?"
+                            " ORDER BY f.id LIMIT 1", (name, image_sha256))
+            return None if row is None else (int(row[0]), self._face_count(row[1]))
 
     def _person_id(self, name: str, create: bool = False) -> int | None:
         if create:
@@ -43,11 +67,12 @@ class Store(StoreCore):
         row = self._one("SELECT id FROM people WHERE name = ?", (name,))
         return None if row is None else int(row[0])
 
-    def _insert_face(self, name: str, blob: bytes, source: str) -> tuple[int, int]:
+    def _insert_face(self, name: str, blob: bytes, source: str,
+                     image_sha256: str | None = None) -> tuple[int, int]:
         person_id = self._person_id(name, create=True)
-        (face_id,) = self._one("INSERT INTO faces (person_id, encoding, source, created_at)"
-                               " VALUES (?, ?, ?, ?) RETURNING id",
-                               (person_id, blob, source, _now()))
+        (face_id,) = self._one("INSERT INTO faces (person_id, encoding, source, created_at,"
+                               " image_sha256) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                               (person_id, blob, source, _now(), image_sha256))
         return int(face_id), self._face_count(person_id)
 
     def _face_count(self, person_id: int) -> int:
@@ -58,10 +83,13 @@ class Store(StoreCore):
                       " (SELECT 1 FROM faces WHERE person_id = ?)", (person_id, person_id))
 
     def record_file(self, path: str, sha256: str, person: str, outcome: str,
-                    encoding: np.ndarray | None = None) -> int | None:
+                    encoding: np.ndarray | None = None, root: str | None = None,
+                    source: str | None = None) -> int | None:
         """Record what build made of a file, replacing the face an older version of it gave.
 
         :param encoding: the file's face, added to ``person``, when the outcome is "enrolled"
+        :param root: the tree the file is in (only its builds prune it)
+        :param source: the face's source, ``file:<path>`` by default
         :return: the new face's id, if one was added
         """
         blob = None if encoding is None else encoding_to_blob(encoding)
@@ -70,15 +98,15 @@ class Store(StoreCore):
                             " ON f.id = r.face_id WHERE r.path = ?", (path,))
             if old:
                 self._execute("DELETE FROM faces WHERE id = ?", (old[0],))
-            face_id = None if blob is None else self._insert_face(person, blob,
-                                                                  f"file:{path}")[0]
+            face_id = None if blob is None else self._insert_face(
+                person, blob, source or f"file:{path}")[0]
             self._execute(
-                "INSERT INTO files (path, sha256, person, outcome, face_id, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+                "INSERT INTO files (path, sha256, person, outcome, face_id, updated_at, root)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
                 " sha256 = excluded.sha256, person = excluded.person,"
                 " outcome = excluded.outcome, face_id = excluded.face_id,"
-                " updated_at = excluded.updated_at",
-                (path, sha256, person, outcome, face_id, _now()),
+                " updated_at = excluded.updated_at, root = excluded.root",
+                (path, sha256, person, outcome, face_id, _now(), root),
             )
             if old:
                 self._drop_if_empty(old[1])
@@ -89,12 +117,49 @@ class Store(StoreCore):
 
         :param retry: outcomes that do not count as current (build tries those files again)
         """
+        return self.current_outcome(path, sha256, retry) is not None
+
+    def current_outcome(self, path: str, sha256: str, retry: Iterable[str] = (),
+                        legacy: str | None = None) -> str | None:
+        """What build made of these exact bytes at this path, if it still holds: its outcome
+        ("enrolled" with its face still stored, or why not); None when the file is to be
+        processed again.
+
+        :param retry: outcomes that do not count (build tries those files again)
+        :param legacy: the path as stores recorded it before paths carried their tree's root
+            (relative to it): such a record becomes this path's
+        """
         with self._lock:
+            if legacy is not None and self._one("SELECT 1 FROM files WHERE path = ? AND root IS"
+                                                " NULL", (legacy,)):
+                with self._write():
+                    self._execute("UPDATE files SET path = ?, root = ? WHERE path = ?",
+                                  (path, path[:-len(legacy) - 1], legacy))
             row = self._one("SELECT outcome, face_id IS NOT NULL FROM files"
                             " WHERE path = ? AND sha256 = ?", (path, sha256))
-        if not row or row[0] in set(retry):
-            return False
-        return row[0] != "enrolled" or bool(row[1])
+        if not row or row[0] in set(retry) or (row[0] == "enrolled" and not row[1]):
+            return None
+        return row[0]
+
+    def prune_files(self, root: str, kept: set[str]) -> list[tuple[str, str]]:
+        """Forget the files of a tree that are not in it any more, with the faces they gave.
+
+        :param kept: the paths still in the tree
+        :return: (path, person) of each file forgotten
+        """
+        with self._write():
+            gone = [(path, person, face_id) for path, person, face_id in self._execute(
+                "SELECT path, person, face_id FROM files WHERE root = ? ORDER BY path",
+                (root,)).fetchall() if path not in kept]
+            for path, _, face_id in gone:
+                owner = self._one("SELECT person_id FROM faces WHERE id = ?", (face_id,))
+                self._execute("DELETE FROM files WHERE path = ?", (path,))
+                self._execute("DELETE FROM faces WHERE id = ?", (face_id,))
+                if owner:
+                    self._drop_if_empty(owner[0])
+        if gone:
+            self._reclaim()
+        return [(path, person) for path, person, _ in gone]
 
     def file_face(self, path: str) -> int | None:
         """The face that build enrolled from this path, if it still has one."""

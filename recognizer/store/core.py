@@ -17,6 +17,12 @@ from .records import Changes, FaceRow, parse_rows
 
 # Changes kept for readers that have fallen behind; one further behind reloads everything.
 CHANGES_KEPT = 10_000
+# Columns added since the first schema, added to older stores when they are opened, and the
+# indexes on them: (table, column, type, index).
+ADDED_COLUMNS = (
+    ("faces", "image_sha256", "TEXT", "faces_by_image ON faces(person_id, image_sha256)"),
+    ("files", "root", "TEXT", "files_by_root ON files(root)"),
+)
 # Ids per "IN (...)" query, and rows per fetch when reading many faces.
 ID_CHUNK = 500
 FETCH_ROWS = 20_000
@@ -57,11 +63,23 @@ class StoreCore:
         """End the open transaction, if there is one, keeping none of its changes."""
         raise NotImplementedError
 
+    def _has_column(self, table: str, column: str) -> bool:
+        """Whether a table has a column (stores made by older versions may lack one)."""
+        raise NotImplementedError
+
     def _after_write(self) -> None:
         """Backend housekeeping after each committed write."""
 
     def _reclaim(self) -> None:
         """Make deleted rows leave the backend's files (called after every deletion)."""
+
+    def _add_columns(self) -> None:
+        """Bring an older store's tables up to date (ADDED_COLUMNS), in one transaction."""
+        with self._write():
+            for table, column, kind, index in ADDED_COLUMNS:
+                if not self._has_column(table, column):
+                    self._execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                self._execute(f"CREATE INDEX IF NOT EXISTS {index}")
 
     # -- statements and transactions ---------------------------------------------------------
 

@@ -77,6 +77,12 @@ class PostgresStore(Store):
         with self._write():
             for statement in _SCHEMA:
                 self._execute(statement)
+        self._add_columns()
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return self._one("SELECT 1 FROM information_schema.columns WHERE table_schema ="
+                         " current_schema() AND table_name = ? AND column_name = ?",
+                         (table, column)) is not None
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
+from ..config import ConfigError
 from .base import Store
 
 _SCHEMA = (
@@ -64,7 +65,8 @@ class SqliteStore(Store):
         """
         super().__init__()
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.is_dir():  # a typo in FACEREC_STORE should not go unnoticed
+            raise ConfigError(f"FACEREC_STORE: the folder {self.path.parent} does not exist")
         if not self.path.exists():  # biometric data: readable by the owner only
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
@@ -76,12 +78,16 @@ class SqliteStore(Store):
         self._create_schema()
         if self._never_reuse_face_ids():
             self._create_schema()  # the rebuilt faces table's index and triggers
+        self._add_columns()
         self._reclaim()  # a deletion may have been cut off before its checkpoint: finish it
 
     def _create_schema(self) -> None:
         with self._write():  # executescript() would commit on its own; keep it one transaction
             for statement in _SCHEMA:
                 self._execute(statement)
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self._execute(f"PRAGMA table_info({table})"))
 
     def _never_reuse_face_ids(self) -> bool:
         """Stores made before face ids were exposed let SQLite hand a deleted face's id to the

@@ -1,7 +1,8 @@
 """The command line's conventions, applied when a command runs and never on import: domain
 errors print as the HTTP API's JSON on stderr with a non-zero exit code (a Ctrl-C as
-``{"errors": {<command>: "interrupted"}}`` and 130, as shells report it), and options may be
-spelled with dashes (``--largest-face``) as well as hug's underscores (``--largest_face``)."""
+``{"errors": {<command>: "interrupted"}}`` and 130, as shells report it); an answer may carry
+its own exit code (build's, when it refused files); and options may be spelled with dashes
+(``--largest-face``) as well as hug's underscores (``--largest_face``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from ..config import ConfigError
 from ..errors import RecognizerError
 
 
+# The command running in this process, if any (what a server says at start-up, a command
+# does not).
+running: str | None = None
+
+
 class Command(hug.interface.CLI):
     """A hug CLI command with those conventions."""
 
@@ -23,9 +29,31 @@ class Command(hug.interface.CLI):
         self.name = route.get("name", function.__name__)
 
     def __call__(self):
+        global running
         sys.excepthook = _print_errors(self.name)
         sys.argv = undashed(sys.argv, self.interface.parameters)
-        return super().__call__()
+        self.answer, running = None, self.name
+        try:
+            output = super().__call__()
+        finally:
+            running = None
+        if getattr(self.answer, "exit_code", 0):  # printed: now say that it reports a failure
+            raise AnsweredExit(self.answer.exit_code, self.answer)
+        return output
+
+    def output(self, data, context):
+        """Print the answer (kept: one with an ``exit_code``, build's report, sets it)."""
+        self.answer = data
+        return super().output(data, context)
+
+
+class AnsweredExit(SystemExit):
+    """The exit of a command that printed its answer and reports a failure with its status;
+    the answer rides along for a caller in the same process (hug.test.cli's)."""
+
+    def __init__(self, code: int, answer: object) -> None:
+        super().__init__(code)
+        self.answer = answer
 
 
 class Commands(hug.routing.CLIRouter):
@@ -65,3 +93,10 @@ def _print_errors(command: str) -> Callable:
         sys.__excepthook__(kind, error, trace)
 
     return excepthook
+
+
+def run(api: hug.API) -> None:
+    """The ``facerec`` command: an API's commands, with their errors as JSON from the start
+    (reading the settings comes before any command)."""
+    sys.excepthook = _print_errors("facerec")
+    api.cli()

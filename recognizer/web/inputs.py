@@ -1,22 +1,29 @@
 """Request parameters and bodies: hug types, which validate and document HTTP and the CLI
-alike, and the body parsers for each content type."""
+alike, and the body parsers for each content type. Every refusal is a stable code, with the
+rule in words as its detail."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import re
+import urllib.parse
 from typing import Callable
 
 import hug
 
 from .. import limits, uploads
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, UnsupportedMediaType
 from ..limits import Bound
 from ..names import check_name
 
 
 class InvalidValue(ValueError, argparse.ArgumentTypeError):
-    """A bad value: hug's HTTP validation and argparse both print just this message."""
+    """A bad value, as ``code: detail``: hug's HTTP validation reports it (``coded_errors``
+    splits it), and argparse prints it."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
 
 
 def _bounded(bound: Bound, doc: str) -> hug.types.Type:
@@ -27,17 +34,17 @@ def _bounded(bound: Bound, doc: str) -> hug.types.Type:
     def number(value):
         if bound.whole:
             if not re.fullmatch(r"[0-9]{1,19}", value) or int(value) not in bound:
-                raise InvalidValue(f"must be {bound.rule}")
+                raise InvalidValue("out_of_range", bound.rule)
             return int(value)
         try:
             parsed = float(value)
         except ValueError:
-            raise InvalidValue(f"must be {bound.rule}") from None
+            raise InvalidValue("out_of_range", bound.rule) from None
         if parsed not in bound:
-            raise InvalidValue(f"must be {bound.rule}")
+            raise InvalidValue("out_of_range", bound.rule)
         return parsed
 
-    number.__doc__ = f"{doc}, {bound.rule}"
+    number.__doc__ = f"{doc}: {bound.rule}"
     return number
 
 
@@ -50,28 +57,112 @@ face_id = _bounded(limits.FACE_ID, "A face's id")
 build_workers = _bounded(limits.BUILD_WORKERS, "Processes that encode")
 video_scale = _bounded(limits.VIDEO_SCALE, "Resize frames by this for detection")
 video_every = _bounded(limits.VIDEO_EVERY, "Detect every this many frames")
-model = hug.types.one_of(("hog", "cnn"))
+
+
+@hug.type(extend=hug.types.text)
+def model(value):
+    """The face detector: hog or cnn"""
+    if value not in ("hog", "cnn"):
+        raise InvalidValue("invalid_value", "hog or cnn")
+    return value
+
+
+class _Flag(type(hug.types.smart_boolean)):
+    """true or false (also 1/0, yes/no, on/off); on the command line, a flag"""
+
+    __slots__ = ()
+
+    def __call__(self, value):
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off", ""):
+            return False
+        raise InvalidValue("invalid_value", "true or false")
+
+
+flag = _Flag()  # a subclass of hug's boolean type: hug makes a --flag of it on the CLI
 
 
 @hug.type(extend=hug.types.text)
 def person_name(value):
-    """1-100 letters, digits, spaces and ._'- including a letter or digit"""
+    """1-100 letters, digits, spaces and . ' ’ - , _ including a letter or digit"""
     try:
         return check_name(value)
     except InvalidParameter as error:
-        raise InvalidValue(error.message) from None
+        raise InvalidValue(error.message, error.detail) from None
+
+
+@hug.type(extend=hug.types.text)
+def text(value):
+    """Text"""
+    return value
+
+
+def keep_commas_in_query_strings(api) -> None:
+    """A hug startup handler: hug has falcon split query values at commas (``?name=King, Jr.``
+    would be a list); keep them whole, as the body parsers do."""
+    server = getattr(api.http, "falcon", None)  # (none when a command runs)
+    if server is not None:
+        server.req_options.auto_parse_qs_csv = False
+
+
+# -- validation errors: codes and details -------------------------------------------------------
+
+_REQUIRED = re.compile(r"Required parameter '.*' not supplied")
+
+
+def coded_errors(data: dict) -> dict:
+    """hug's validation errors as the service's: each ``{"errors": {field: "code: detail"}}``
+    becomes ``{"errors": {field: code}, "detail": {field: detail}}``; hug's own sentences
+    become codes."""
+    codes, details = {}, {}
+    for field, message in data.get("errors", {}).items():
+        message = str(message)
+        if _REQUIRED.fullmatch(message):
+            codes[field] = "missing_parameter"
+            continue
+        code, separator, detail = message.partition(": ")
+        if not separator or not re.fullmatch(r"[a-z_]+", code):
+            code, detail = "invalid_value", message
+        codes[field] = code
+        if detail:
+            details[field] = detail
+    return {"errors": codes} | ({"detail": details} if details else {})
+
+
+# What hug itself puts among the parameters it validates: the injected service and the
+# request and response, when a route takes them.
+INJECTED = frozenset({"service", "request", "response", "body"})
+
+
+def only(accepted: tuple[str, ...]) -> Callable[[dict], dict]:
+    """A hug validate= function refusing parameters (query, form or JSON) not in accepted."""
+
+    def refuse_unknown(parameters: dict) -> dict:
+        unknown = sorted(set(parameters) - set(accepted) - INJECTED)
+        rule = ", ".join(accepted) or "none"
+        return {name: f"unknown_parameter: accepted: {rule}" for name in unknown[:10]}
+
+    return refuse_unknown
 
 
 # -- bodies -----------------------------------------------------------------------------------
 
 # What each JSON body field must be: hug's types would turn true into 1.0 or 5 into "5".
 _JSON_TYPES = {
-    "image_url": (str,), "name": (str,), "model": (str,), "tolerance": (int, float),
+    "image_url": (str,), "image_base64": (str,), "other_image_url": (str,),
+    "other_image_base64": (str,), "name": (str,), "model": (str,), "tolerance": (int, float),
     "top_k": (int,), "upsample": (int,), "largest_face": (bool,), "force": (bool,),
-    "new_name": (str,),
+    "new_name": (str,), "image": (str,), "other_image": (str,),
 }
 _JSON_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number",
                     bool: "true or false"}
+IMAGE_TYPES = ("multipart/form-data", "application/json", "application/x-www-form-urlencoded",
+               "image/*", "application/octet-stream")
+FORM_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
 def _strict(parse: Callable) -> Callable:
@@ -87,14 +178,36 @@ def _strict(parse: Callable) -> Callable:
 
 
 def _json_object(body, **params):
-    """A JSON body: an object whose known fields have their JSON types."""
+    """A JSON body: an object whose known fields have their JSON types (JSON's null is
+    taken as an absent field)."""
     fields = _strict(hug.input_format.json)(body, **params)
     if not isinstance(fields, dict):
-        raise InvalidParameter("body", "malformed_body")
+        raise InvalidParameter("body", "malformed_body", "a JSON object")
     for name, allowed in _JSON_TYPES.items():
         if name in fields and type(fields[name]) not in allowed:
-            raise InvalidParameter(name, f"must be {_JSON_TYPE_NAMES[allowed[-1]]}")
-    return fields
+            raise InvalidParameter(name, "wrong_type", _JSON_TYPE_NAMES[allowed[-1]])
+    return {name: value if not isinstance(value, bool) else str(value).lower()
+            for name, value in fields.items()}
+
+
+# How image files begin: a "form" that begins so is an image sent by `curl --data-binary`,
+# whose default content type is application/x-www-form-urlencoded.
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _form(body, charset: str = "utf-8", **params) -> dict:
+    """A url-encoded form (the first of a repeated field; an empty field is absent). Not
+    hug's parser: it splits every value at its commas, and names and data: URIs have them."""
+    text = body.read().decode(charset or "utf-8")
+    return dict(reversed(urllib.parse.parse_qsl(text, keep_blank_values=False)))
+
+
+def _form_or_image(body, **params) -> dict:
+    """A url-encoded form, or an image that a client sent as one (curl's default type)."""
+    data = body.read()
+    if data.startswith(IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return {"image": data}
+    return _form(io.BytesIO(data), **params)
 
 
 def _path_kept(parse: Callable) -> Callable:
@@ -110,24 +223,34 @@ def _path_kept(parse: Callable) -> Callable:
     return parse_and_check
 
 
+def _refuse(accepted: tuple[str, ...]) -> Callable:
+    def refuse(body, **params):
+        raise UnsupportedMediaType(", ".join(accepted))
+
+    return refuse
+
+
 class _ByType(dict):
     """Body parsers by content type, for hug, which looks a parser up by exact type: every
-    image/* type goes to the raw image reader, and unknown types (with no fallback to hug's
-    defaults) are left unread."""
+    image/* type (and application/octet-stream) goes to the raw image reader, and any other
+    type is refused with 415, naming the types the route takes."""
 
-    def __init__(self, parsers: dict, images: Callable | None = None) -> None:
+    def __init__(self, parsers: dict, accepted: tuple[str, ...],
+                 images: Callable | None = None) -> None:
         super().__init__(parsers)
-        self.images = images
+        self.images, self.refuse = images, _refuse(accepted)
 
     def get(self, content_type, default=None):
-        if self.images is not None and content_type and content_type.startswith("image/"):
+        if self.images is not None and content_type and (
+                content_type.startswith("image/") or content_type == "application/octet-stream"):
             return self.images
-        return super().get(content_type)
+        return super().get(content_type) or self.refuse
 
 
 def image_bodies(max_bytes: Callable[[], int]) -> _ByType:
-    """The bodies of the routes that take an image: multipart forms, JSON, url-encoded forms
-    and raw images, none read past ``max_bytes()`` (read per request: settings may change)."""
+    """The bodies of the routes that take images: multipart forms, JSON, url-encoded forms and
+    raw images, none read past what ``max_bytes()`` allows (read per request: settings may
+    change), base64 included."""
 
     def raw_image(body, content_length=0, **params):
         return {"image": uploads.read_raw(body, content_length, max_bytes())}
@@ -136,12 +259,12 @@ def image_bodies(max_bytes: Callable[[], int]) -> _ByType:
         return uploads.read_multipart(body, params.get("boundary"), content_length, max_bytes())
 
     return _ByType({"multipart/form-data": multipart, "application/json": _json_object,
-                    "application/x-www-form-urlencoded": _strict(hug.input_format.urlencoded)},
-                   images=raw_image)
+                    "application/x-www-form-urlencoded": _strict(_form_or_image)},
+                   IMAGE_TYPES, images=raw_image)
 
 
 # The bodies of POST /people/{name}/rename: JSON or a form, without the path's name.
 RENAME_BODIES = _ByType({
     "application/json": _path_kept(_json_object),
-    "application/x-www-form-urlencoded": _path_kept(_strict(hug.input_format.urlencoded)),
-})
+    "application/x-www-form-urlencoded": _path_kept(_strict(_form)),
+}, FORM_TYPES)

@@ -1,6 +1,7 @@
 """What every request and response goes through, as one falcon middleware: a body over the
-limit is refused before it is read, a path parameter can't be replaced from the query, every
-response is hardened, and one log line says what happened without saying to whom."""
+limit is refused before it is read, a path parameter can't be replaced from the query, CORS
+for the origins allowed, every response hardened, and one log line that says what happened
+without saying to whom."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from typing import Callable
 import falcon
 import hug
 
+from ..config import Settings
 from ..errors import ImageTooLarge, RecognizerError
-from ..uploads import FORM_OVERHEAD
+from ..uploads import body_limit
 
 log = logging.getLogger("facerec.api")
+# What a browser may send and read across origins (FACEREC_CORS_ORIGINS).
+CORS_HEADERS = {"Access-Control-Allow-Headers": "X-API-Key, Content-Type",
+                "Access-Control-Expose-Headers": "Retry-After",
+                "Access-Control-Max-Age": "600"}
 
 
 def refuse(response: falcon.Response, status: str, body: dict,
@@ -40,19 +46,29 @@ class Edge:
     """The falcon middleware of the HTTP API."""
 
     def __init__(self, api: hug.API, status_of: Callable[[RecognizerError], str],
-                 max_bytes: Callable[[], int]) -> None:
+                 settings: Callable[[], Settings]) -> None:
         """
         :param status_of: the HTTP status of a domain error (api.py's table)
-        :param max_bytes: the largest image a request may carry, in bytes
+        :param settings: gives the settings in force (read per request, never at import)
         """
-        self.api, self.status_of, self.max_bytes = api, status_of, max_bytes
+        self.api, self.status_of, self.settings = api, status_of, settings
 
     def process_request(self, request: falcon.Request, response: falcon.Response) -> None:
-        """Before anything is read: a body over the limit is refused by its declared length."""
+        """Before anything is read: a body over the limit is refused by its declared length,
+        and a CORS preflight from an allowed origin is answered."""
         request.context["started"] = time.monotonic()
-        if (request.content_length or 0) > self.max_bytes() + FORM_OVERHEAD:
-            error = ImageTooLarge()
+        settings = self.settings()
+        limit = body_limit(settings.max_image_bytes)
+        if (request.content_length or 0) > limit:
+            error = ImageTooLarge(detail=f"bytes: a body of at most {limit}")
             refuse(response, self.status_of(error), error.as_body())
+        elif (request.method == "OPTIONS" and request.get_header("Origin") in
+              settings.cors_origins and request.get_header("Access-Control-Request-Method")):
+            response.status = falcon.HTTP_204
+            response.set_header("Access-Control-Allow-Methods",
+                                ", ".join(self.methods_of(request.path)))
+            response.set_headers(CORS_HEADERS)
+            response.complete = True
 
     def process_resource(self, request: falcon.Request, response: falcon.Response, resource,
                          params: dict) -> None:
@@ -64,10 +80,14 @@ class Edge:
 
     def process_response(self, request: falcon.Request, response: falcon.Response, resource,
                          succeeded: bool) -> None:
-        """Every response: not cached, not sniffed; falcon's own 405 in the service's JSON
-        shape; then the log line."""
+        """Every response: not cached, not sniffed, CORS for allowed origins; falcon's own 405
+        in the service's JSON shape; then the log line."""
         response.set_header("Cache-Control", "no-store")
         response.set_header("X-Content-Type-Options", "nosniff")
+        origin = request.get_header("Origin")
+        if origin is not None and origin in self.settings().cors_origins:
+            response.set_header("Access-Control-Allow-Origin", origin)
+            response.append_header("Vary", "Origin")
         if response.status == falcon.HTTP_405 or request.method not in falcon.COMBINED_METHODS:
             allowed = response.get_header("Allow") or ", ".join(self.methods_of(request.path))
             refuse(response, falcon.HTTP_405, {"errors": {"method": "method_not_allowed"}},
