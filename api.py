@@ -30,12 +30,16 @@ routes = Routes()
 
 STATUS = {
     errors.InvalidParameter: falcon.HTTP_400,
+    errors.HostNotAllowed: falcon.HTTP_400,
     errors.UrlNotAllowed: falcon.HTTP_400,
     errors.FetchFailed: falcon.HTTP_400,
     errors.ImageTooLarge: falcon.HTTP_413,
     errors.UnsupportedMediaType: falcon.HTTP_415,
     errors.UnsupportedImage: falcon.HTTP_415,
     errors.UnusableFace: falcon.HTTP_422,
+    errors.ImageTooComplex: falcon.HTTP_422,
+    errors.TooMuchWork: falcon.HTTP_422,
+    errors.NameConflict: falcon.HTTP_409,
     errors.UnknownPerson: falcon.HTTP_404,
     errors.UnknownFace: falcon.HTTP_404,
     errors.VideoUnavailable: falcon.HTTP_400,
@@ -65,7 +69,8 @@ def _settings():
     return get_service().settings
 
 
-scope = Scopes(lambda: get_service().gate, lambda: _settings().cors_origins)
+scope = Scopes(lambda: get_service().gate, lambda: _settings().cors_origins,
+               lambda: _settings().trusted_proxy)
 IMAGES = inputs.image_bodies(lambda: _settings().max_image_bytes)
 api.http.add_middleware(Edge(api, lambda error: STATUS.get(type(error), falcon.HTTP_400),
                              _settings))

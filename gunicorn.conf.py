@@ -1,12 +1,17 @@
-"""gunicorn's settings for this service; gunicorn reads ./gunicorn.conf.py when started here.
+"""gunicorn's settings for this service; gunicorn reads ./gunicorn.conf.py when started here
+(scripts/serve runs it behind nginx).
 
-The access log (off unless --access-logfile is given) names the path only: the query string of
-/recognize and /enroll carries image URLs and the tokens in them. Each worker loads dlib's
-models and the gallery as it starts, so that its first request is as fast as the next (/ready
-says when a worker can recognise).
+Workers are processes of threads (gthread): a long recognition holds one thread, and /health,
+/people and the like answer from the others at once. Each worker loads dlib's models and the
+gallery as it starts, so that its first request is as fast as the next (/ready says when a
+worker can recognise). Logs keep URLs, paths and request lines out (recognizer.web.logs).
 """
 
-access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+worker_class = "gthread"
+threads = 8
+timeout = 60  # a worker whose main loop stops answering for this long is replaced
+graceful_timeout = 20
+logger_class = "recognizer.web.logs.PrivateLogger"
 
 
 def post_worker_init(worker):

@@ -9,14 +9,20 @@ looks like.
 With no keys at all the service is open, and says so once at start-up.
 
 The rate limit is a token bucket per key (per client address when the service is open):
-``rate`` requests a second on average, bursts of up to ``burst``.
+``rate`` requests a second on average, bursts of up to ``burst``. The buckets live in a small
+SQLite file in shared memory, so that every worker process of a host spends from the same
+ones. Failed authentication spends from the caller's address's own bucket
+(``failures`` at once, refilled at ``FAILURES_RATE``): guessing keys soon gets 429, not 401.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import math
+import os
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +35,7 @@ from .errors import Forbidden, RateLimited, Unauthorized
 SCOPES = ("read", "admin")
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "x-api-key", "x_api_key", "token"})
 BUCKETS_KEPT = 10_000  # clients remembered by the rate limiter; the least recent are forgotten
+FAILURES_RATE = 0.1  # failed authentications an address may make, after its burst, a second
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,8 @@ def _digest(secret: str) -> bytes:
 
 
 class TokenBuckets:
-    """A token bucket per client, refilled at ``rate`` tokens a second up to ``burst``."""
+    """A token bucket per client, refilled at ``rate`` tokens a second up to ``burst``, in
+    this process's memory."""
 
     def __init__(self, rate: float, burst: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -88,25 +96,87 @@ class TokenBuckets:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def take(self, client: str) -> float:
-        """Spend one token; return 0 if there was one, else the seconds until there is."""
+    def take(self, client: str, spend: bool = True) -> float:
+        """Spend one token (unless not spend); return 0 if there was one, else the seconds
+        until there is."""
         with self._lock:
             now = self.clock()
             tokens, then = self._buckets.pop(client, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-            self._buckets[client] = (tokens - 1 if not wait else tokens, now)
+            tokens, wait = _refill(tokens, now - then, self.rate, self.burst)
+            self._buckets[client] = (tokens - 1 if not wait and spend else tokens, now)
             while len(self._buckets) > BUCKETS_KEPT:
                 self._buckets.popitem(last=False)
             return wait
 
 
+class SharedTokenBuckets:
+    """The same buckets in a SQLite file, shared by every process of a host that opens it (the
+    workers of a gunicorn): each take is one short transaction."""
+
+    def __init__(self, path: str, kind: str, rate: float, burst: int) -> None:
+        self.kind, self.rate, self.burst = kind, rate, burst
+        self._db = sqlite3.connect(path, timeout=5, isolation_level=None,
+                                   check_same_thread=False)
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)  # which keys and addresses are active: the owner's only
+        for pragma in ("journal_mode=WAL", "synchronous=OFF", "busy_timeout=5000"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.execute("CREATE TABLE IF NOT EXISTS buckets (client TEXT PRIMARY KEY,"
+                         " tokens REAL NOT NULL, at REAL NOT NULL)")
+        self._lock = threading.Lock()
+        self._takes = 0
+
+    def take(self, client: str, spend: bool = True) -> float:
+        """As TokenBuckets.take, for every process at once."""
+        client, now = f"{self.kind}:{client}", time.monotonic()  # one clock for the host
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT tokens, at FROM buckets WHERE client = ?",
+                                       (client,)).fetchone()
+                tokens, wait = _refill(*(row or (float(self.burst), now)), self.rate,
+                                       self.burst, now)
+                self._db.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)",
+                                 (client, tokens - 1 if not wait and spend else tokens, now))
+                self._takes += 1
+                if self._takes % 1000 == 0:  # forget clients whose buckets are full again
+                    self._db.execute("DELETE FROM buckets WHERE at < ?",
+                                     (now - self.burst / self.rate - 60,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return wait
+
+
+def _refill(tokens: float, then_or_elapsed: float, rate: float, burst: int,
+            now: float | None = None) -> tuple[float, float]:
+    """(tokens after refilling, seconds to wait for one: 0 when there is one)."""
+    elapsed = then_or_elapsed if now is None else now - then_or_elapsed
+    tokens = min(float(burst), tokens + max(0.0, elapsed) * rate)
+    return tokens, 0.0 if tokens >= 1 else (1 - tokens) / rate
+
+
+def buckets(state: str, kind: str, rate: float, burst: int):
+    """Token buckets in a shared file (state), or in this process's memory (state empty)."""
+    if state:
+        return SharedTokenBuckets(state, kind, rate, burst)
+    return TokenBuckets(rate, burst)
+
+
 class Gate:
     """Decides whether an HTTP request may go ahead: its key, its scope, its rate."""
 
-    def __init__(self, keys: tuple[Key, ...], rate: float, burst: int) -> None:
+    def __init__(self, keys: tuple[Key, ...], rate: float, burst: int, state: str = "",
+                 failures: int = 10) -> None:
+        """
+        :param state: the shared file of the host's rate limits ("" keeps them in memory)
+        :param failures: failed authentications an address may make at once (0: no limit)
+        """
         self.keys = keys
-        self.buckets = TokenBuckets(rate, burst) if rate > 0 else None
+        self.buckets = buckets(state, "rate", rate, burst) if rate > 0 else None
+        self.failures = (buckets(state, "failures", FAILURES_RATE, failures) if failures
+                         else None)
 
     @property
     def open(self) -> bool:
@@ -123,7 +193,8 @@ class Gate:
         :param client: the caller's address, the rate-limit bucket when the service is open
         :raises Unauthorized: missing_api_key, invalid_api_key or api_key_in_query
         :raises Forbidden: insufficient_scope
-        :raises RateLimited: over the rate limit
+        :raises RateLimited: over the rate limit, or too many failed authentications lately
+            from this address
         """
         if {name.lower() for name in query} & QUERY_KEY_NAMES:
             raise Unauthorized("api_key_in_query")
@@ -131,7 +202,14 @@ class Gate:
             return
         label = client
         if not self.open:
-            key = self._lookup(presented)
+            if self.failures and (wait := self.failures.take(client, spend=False)) > 0:
+                raise RateLimited(math.ceil(wait))
+            try:
+                key = self._lookup(presented)
+            except Unauthorized:
+                if self.failures and (wait := self.failures.take(client)) > 0:
+                    raise RateLimited(math.ceil(wait)) from None
+                raise
             if needed == "admin" and key.scope != "admin":
                 raise Forbidden()
             label = key.label

@@ -4,8 +4,10 @@ FACEREC_* variable the service does not know stops it, naming the closest one it
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -46,6 +48,14 @@ def _origins(text: str) -> tuple[str, ...]:
                             r"(:[0-9]{1,5})?", origin):
             raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
     return origins
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(entry.strip().lower() for entry in text.split(",") if entry.strip())
+    for host in hosts:
+        if host != "*" and not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", host):
+            raise ValueError(f"{host!r} is not a host name, an address or *")
+    return hosts
 
 
 def _api_keys(environ: Mapping[str, str]) -> tuple[Key, ...]:
@@ -89,8 +99,18 @@ class Settings:
     api_keys: tuple[Key, ...] = field(default=(), repr=False)
     rate_limit: float = 10.0
     rate_burst: int = 20
+    auth_failures: int = 10  # failed authentications an address may make at once (0: no limit)
     index_above: int = INDEX_ABOVE  # people above which the gallery searches with faiss
     cors_origins: tuple[str, ...] = ()  # origins a browser page may call the API from
+    # Host headers answered (DNS rebinding); "*" answers any. scripts/serve adds its HOST.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+    allow_cnn: bool = False  # dlib's CNN detector: 10-25 s and several GB a photo on a CPU
+    max_detect_work: int = 640 * 640 * 16  # detection pixels x 4^upsample x model factor
+    strict_names: bool = False  # a name that looks like another person's is refused (409)
+    # Where the rate limit's buckets live, shared by the processes of a host: a file ("" for one
+    # in shared memory named after the store; "memory" keeps them in each process)
+    rate_state: str = ""
+    trusted_proxy: bool = False  # behind scripts/serve's nginx: the client is X-Real-IP
 
     def __post_init__(self) -> None:
         for name, (_, bound) in _VARIABLES.items():
@@ -104,6 +124,15 @@ class Settings:
         """The enrolment quality gate's limits."""
         return QualityLimits(self.min_face_size, self.min_sharpness, self.max_yaw,
                              self.max_pitch, self.max_roll)
+
+    @property
+    def rate_state_path(self) -> str:
+        """The file of the host's rate-limit buckets, or "" to keep them in each process."""
+        if self.rate_state:
+            return "" if self.rate_state == "memory" else self.rate_state
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        store = hashlib.sha256(self.store.encode()).hexdigest()[:16]
+        return os.path.join(folder, f"facerec-rates-{os.getuid()}-{store}.sqlite3")
 
     def summary(self) -> str:
         """One line for the start-up log: the store (its password hidden), the detection and
@@ -162,7 +191,14 @@ _VARIABLES: dict[str, tuple[Callable[[str], object], Bound | None]] = {
     "allow_private_networks": (_flag, None),
     "rate_limit": (float, limits.RATE_LIMIT),
     "rate_burst": (int, limits.RATE_BURST),
+    "auth_failures": (int, limits.AUTH_FAILURES),
     "index_above": (int, limits.INDEX_ABOVE),
     "cors_origins": (_origins, None),
+    "allowed_hosts": (_hosts, None),
+    "allow_cnn": (_flag, None),
+    "max_detect_work": (int, limits.DETECT_WORK),
+    "strict_names": (_flag, None),
+    "rate_state": (str, None),
+    "trusted_proxy": (_flag, None),
 }
 _KEY_VARIABLES = {"FACEREC_API_KEYS", "FACEREC_API_KEYS_FILE"}

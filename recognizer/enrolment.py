@@ -1,6 +1,6 @@
 """What a face must be to be enrolled, shared by ``/enroll`` and ``build``: exactly one face
 (or the largest, if asked), through the quality gate, encoded with enrolment's jitters, and
-checked for signs that it carries the wrong name."""
+checked for signs that it carries the wrong name, the name itself included."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 
 from . import quality
 from .config import Settings
-from .errors import UnusableFace
-from .gallery import Gallery
+from .errors import NameConflict, UnusableFace
+from .live_gallery import LiveGallery
 from .matching import SAME_PERSON_LIMIT, best_match
+from .store import Store
 
 
 def encoding(settings: Settings, pixels: np.ndarray, largest_face: bool = False,
@@ -38,15 +39,17 @@ def encoding(settings: Settings, pixels: np.ndarray, largest_face: bool = False,
     return encoded
 
 
-def label_warnings(settings: Settings, gallery: Gallery, name: str, encoded: np.ndarray,
+def label_warnings(settings: Settings, live: LiveGallery, name: str, encoded: np.ndarray,
                    replacing: int | None = None) -> list[dict]:
-    """Return the signs that a new face may carry the wrong name: it is unlike the person's
-    other faces (``unlike_existing_faces``), or it would be recognised as somebody else
+    """Return the signs that a new face may carry the wrong name: the name looks like another
+    person's (see :func:`name_warnings`), the face is unlike the person's other faces
+    (``unlike_existing_faces``), or it would be recognised as somebody else
     (``resembles_another_person``).
 
     :param replacing: the face the new one replaces, left out of the comparison
     """
-    warnings: list[dict] = []
+    warnings = name_warnings(live.store, name)
+    gallery = live.current()
     own = gallery.distance_to(name, encoded, without=replacing)
     if own is not None and own > SAME_PERSON_LIMIT:
         warnings.append({"code": "unlike_existing_faces", "distance": round(own, 4)})
@@ -55,3 +58,19 @@ def label_warnings(settings: Settings, gallery: Gallery, name: str, encoded: np.
         warnings.append({"code": "resembles_another_person", "person": match.name,
                          "distance": match.distance})
     return warnings
+
+
+def name_warnings(store: Store, name: str, *besides: str, strict: bool = False) -> list[dict]:
+    """Return the sign that a name may be the wrong one: it looks like an enrolled person's
+    (Unicode's confusables: Cyrillic "Оbama" beside "Obama"), ``looks_like_existing_person``.
+
+    :param besides: names that do not count (the person being renamed); the name itself never
+    :param strict: refuse such a name instead (``FACEREC_STRICT_NAMES``)
+    :raises NameConflict: strict, and the name looks like another person's (field ``name``)
+    """
+    other = store.look_alike(name, *besides)
+    if other is None:
+        return []
+    if strict:
+        raise NameConflict("name", other)
+    return [{"code": "looks_like_existing_person", "person": other}]

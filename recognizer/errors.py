@@ -22,6 +22,10 @@ class RecognizerError(Exception):
         self.message = message  # the code
         self.detail = detail
 
+    def __reduce__(self):
+        # the subclasses' own constructors take other arguments: rebuild from the attributes
+        return _rebuild, (type(self), dict(self.__dict__))
+
     def as_body(self) -> dict:
         """The error in hug's own shape, ``{"errors": {field: code}}``, with its detail."""
         body: dict = {"errors": {self.field: self.message}}
@@ -33,7 +37,8 @@ class RecognizerError(Exception):
 class InvalidParameter(RecognizerError):
     """A parameter is missing, malformed or out of range."""
 
-    codes = ("missing_parameter", "unknown_parameter", "out_of_range", "wrong_type",
+    codes = ("missing_parameter", "unknown_parameter", "repeated_parameter", "out_of_range",
+             "wrong_type",
              "invalid_value", "invalid_name", "only_in_path", "malformed_body",
              "malformed_multipart", "missing_image", "several_images", "not_an_image_upload",
              "invalid_base64", "no_such_file", "not_a_file", "unreadable", "not_a_directory",
@@ -71,6 +76,44 @@ class ImageTooLarge(RecognizerError):
 
     def __init__(self, field: str = "image", detail: str | None = None) -> None:
         super().__init__(field, "image_too_large", detail)
+
+
+class ImageTooComplex(RecognizerError):
+    """Decoding the image would cost more than an image's budget: thousands of progressive
+    JPEG scans, a huge canvas in a few bytes, more CPU time than allowed."""
+
+    codes = ("image_too_complex",)
+
+    def __init__(self, detail: str, field: str = "image") -> None:
+        super().__init__(field, "image_too_complex", detail)
+
+
+class TooMuchWork(RecognizerError):
+    """The detection asked for (model, upsampling, image size) is over the work budget."""
+
+    codes = ("too_much_work",)
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(field, "too_much_work", detail)
+
+
+class NameConflict(RecognizerError):
+    """The name looks like another person's (Unicode confusables), and names are strict."""
+
+    codes = ("name_looks_like_another",)
+
+    def __init__(self, field: str, other: str) -> None:
+        super().__init__(field, "name_looks_like_another", f"looks like {other!r}")
+        self.other = other
+
+
+class HostNotAllowed(RecognizerError):
+    """The request's Host header is not one the service answers to (DNS rebinding)."""
+
+    codes = ("host_not_allowed",)
+
+    def __init__(self) -> None:
+        super().__init__("host", "host_not_allowed")
 
 
 class UnsupportedMediaType(RecognizerError):
@@ -182,6 +225,16 @@ class WorkersFailed(RecognizerError):
 
     def __init__(self) -> None:
         super().__init__("build", "workers_keep_crashing")
+
+
+def _rebuild(kind: type[RecognizerError], attributes: dict) -> RecognizerError:
+    """An error sent from another process (the image decoders), as it was."""
+    error = kind.__new__(kind)
+    detail = attributes.get("detail")
+    Exception.__init__(error, attributes["message"] if detail is None
+                       else f"{attributes['message']}: {detail}")
+    error.__dict__.update(attributes)
+    return error
 
 
 def every_code() -> dict[str, type[RecognizerError]]:

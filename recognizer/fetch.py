@@ -37,23 +37,33 @@ _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _nets = lambda *cidrs: tuple(ipaddress.ip_network(c) for c in cidrs)  # noqa: E731
 
 # Never reachable, whatever the settings: "this host", link-local (cloud metadata lives there,
-# v4 and v6), multicast, reserved and broadcast.
+# v4 and v6), multicast, reserved and broadcast, and IPv6's deprecated site-local range.
 ALWAYS_DENIED = _nets(
     "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-    "::/128", "fe80::/10", "ff00::/8", "fd00:ec2::254/128",
+    "::/128", "fe80::/10", "fec0::/10", "ff00::/8", "fd00:ec2::254/128",
 )
 # Reachable only with FACEREC_ALLOW_PRIVATE_NETWORKS: loopback, RFC 1918, CGNAT, ULA.
 PRIVATE = _nets(
     "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
     "::1/128", "fc00::/7",
 )
-# Reported as global by Python's ipaddress, yet able to reach internal hosts or not meant for
-# hosts at all: IETF protocol assignments, benchmarking, 6to4 relay, IPv4-compatible IPv6,
-# NAT64, 6to4, Teredo, ORCHID.
+# The blocks of IANA's IPv4 and IPv6 Special-Purpose Address Registries that are not globally
+# reachable, or terminated, or that reach internal hosts, which Python's ipaddress (its answer
+# depends on its version) may call global; tests/test_fetch.py checks every entry of both.
 DENIED = _nets(
-    "192.0.0.0/24", "198.18.0.0/15", "192.88.99.0/24", "::/8",
-    "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "2001:20::/28",
+    # IETF protocol assignments (the dummy address, NAT64 discovery, PCP and TURN anycast),
+    # documentation (TEST-NET-1, -2, -3), benchmarking, the terminated 6to4 relay anycast
+    "192.0.0.0/24", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15",
+    "192.88.99.0/24",
+    # IPv4-compatible IPv6 and the rest of ::/8, NAT64 (well-known and local-use prefixes),
+    # discard-only, dummy prefix, IETF protocol assignments (Teredo, benchmarking, ORCHID, AMT,
+    # AS112, anycast), documentation (RFC 3849, RFC 9637), 6to4, SRv6 SIDs (RFC 9602)
+    "::/8", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "100:0:0:1::/64", "2001::/23",
+    "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16",
 )
+# IPv6's global unicast space (RFC 4291): anything outside it is reserved or special-purpose,
+# so a block IANA assigns there later is refused before this list knows it.
+GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 
 
 class _BlockedAddress(requests.ConnectionError):
@@ -71,6 +81,8 @@ def address_allowed(address: _Address, allow_private: bool = False) -> bool:
         return False
     if allow_private and any(address in net for net in PRIVATE):
         return True
+    if address.version == 6 and address not in GLOBAL_UNICAST_V6:
+        return False
     return address.is_global and not any(address in net for net in DENIED)
 
 

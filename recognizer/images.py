@@ -28,7 +28,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from .errors import ImageTooLarge, InvalidParameter, UnsupportedImage
+from .errors import ImageTooComplex, ImageTooLarge, InvalidParameter, UnsupportedImage
 
 # Only these decoders ever see untrusted bytes (importing a plugin registers it with Pillow).
 # Phones' multi-picture JPEGs (MPO) open through the JPEG decoder.
@@ -38,6 +38,24 @@ FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 _HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
                   TypeError, ZeroDivisionError)
+# A progressive JPEG has a scan per pass (libjpeg writes 10); thousands of them cost seconds
+# of CPU each megabyte. Only markers count: 0xFF in entropy-coded data is stuffed as FF 00.
+MAX_JPEG_SCANS = 100
+# Photographs never pack more pixels than this into one byte of file (a JPEG about 8, a PNG
+# well under 1); a canvas of millions of pixels in a few kilobytes is a decompression bomb.
+MAX_PIXELS_PER_BYTE = 100
+BOMB_CHECK_ABOVE = 4_000_000  # pixels: smaller images cost little, whatever they hold
+
+
+def precheck(data: bytes, max_pixels: int) -> None:
+    """Refuse what is costly to decode from a glance at the bytes, before any decoder runs.
+
+    :raises ImageTooComplex: a JPEG with more than MAX_JPEG_SCANS scans
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise ImageTooComplex(f"scans: {scans} JPEG scans, at most {MAX_JPEG_SCANS}")
 
 
 def decode(data: bytes, max_pixels: int) -> np.ndarray:
@@ -69,6 +87,9 @@ def decode_scaled(data: bytes, max_pixels: int,
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels rules
             with Image.open(io.BytesIO(data), formats=FORMATS) as image:
                 width, height = image.size
+                if width * height > max_pixels and not (reduce and image.format == "JPEG"):
+                    raise ImageTooLarge(detail=f"pixels: at most {max_pixels}")
+                _check_density(width * height, len(data))
                 if reduce:
                     _reduce(image, max_pixels)
                 if image.size[0] * image.size[1] > max_pixels:
@@ -83,6 +104,12 @@ def decode_scaled(data: bytes, max_pixels: int,
     except _DECODE_ERRORS as error:
         truncated = "truncated" in str(error) or isinstance(error, EOFError)
         raise UnsupportedImage("image_truncated" if truncated else "unsupported_image") from None
+
+
+def _check_density(pixels: int, size: int) -> None:
+    if pixels > BOMB_CHECK_ABOVE and pixels > MAX_PIXELS_PER_BYTE * size:
+        raise ImageTooComplex(f"canvas: {pixels} pixels in {size} bytes, at most"
+                              f" {MAX_PIXELS_PER_BYTE} pixels a byte")
 
 
 def _reduce(image: Image.Image, max_pixels: int) -> None:
@@ -115,7 +142,10 @@ def to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def _scale_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
-    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    """16-bit, 32-bit and float pixels scaled to 0-255, in float32 and in place: one copy of
+    the image at 4 bytes a pixel, not several at 8."""
+    values = values.astype(np.float32)
+    np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(values.max()) if values.size else 0.0
     if mode.startswith("I;16") or 255 < peak <= 65535:
         top = 65535.0
@@ -123,7 +153,10 @@ def _scale_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
         top = 1.0
     else:
         top = max(peak, 255.0)
-    return np.clip(values * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+    values *= 255.0 / top
+    values += 0.5
+    np.clip(values, 0, 255, out=values)
+    return values.astype(np.uint8)
 
 
 def read_file(path: str | Path, max_bytes: int) -> bytes:

@@ -71,6 +71,20 @@ MAX_FACES = Bound(1, 1000)
 FETCH_TIMEOUT = Bound(0, 120, whole=False, above=True)
 RATE_LIMIT = Bound(0, 10_000, whole=False)
 RATE_BURST = Bound(1, 100_000)
+AUTH_FAILURES = Bound(0, 100_000)
 BYTES = Bound(1, 2**40)  # an image's bytes
 PIXELS = Bound(1, 2**40)  # an image's pixels
 INDEX_ABOVE = Bound(0, 2**62)  # people above which the gallery searches with an index
+DETECT_WORK = Bound(1, 2**40)  # a detection's budget: pixels x 4^upsample x model factor
+
+
+# What detection costs against HOG at the same size and upsampling (dlib's CNN on a CPU).
+MODEL_COST = {"hog": 1, "cnn": 30}
+
+
+def detection_work(width: int, height: int, max_side: int, upsample: int, model: str) -> int:
+    """A detection's work: the pixels it runs on (the image shrunk to max_side) times 4 for
+    each upsampling, times the model's cost."""
+    scale = min(1.0, max_side / max(width, height, 1))
+    pixels = round(width * scale) * round(height * scale)
+    return pixels * 4 ** upsample * MODEL_COST[model]

@@ -1,6 +1,7 @@
 """Images from where callers have them: an upload, base64 text (a data: URI or bare), a URL, a
 local file (CLI only). Each is decoded into RGB pixels and labelled with where it came from,
-never with a URL: a hash of it."""
+never with a URL: a hash of it. A request's images are decoded by the ``decode`` it is given:
+the service's sandboxed decoders; a local file in this process."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from . import fetch, images
 from .config import Settings
-from .errors import ImageTooLarge, InvalidParameter
+from .errors import ImageTooLarge, InvalidParameter, RecognizerError
 from .uploads import encoded_limit
 
 # Where an image can come from in a request, and the body types that can carry one.
@@ -65,14 +67,29 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+Decode = Callable[[bytes, int], tuple[np.ndarray, tuple[int, int]]]
+
+
 def from_request(settings: Settings, image_url: str | None = None, image: object = None,
-                 image_base64: object = None, prefix: str = "") -> Picture:
+                 image_base64: object = None, prefix: str = "",
+                 decode: Decode = images.decode_scaled) -> Picture:
     """The one image of a request, from whichever field carries it.
 
     :param prefix: the fields' prefix (``other_`` for /verify's second image)
+    :param decode: (bytes, max pixels) -> (pixels, the image's size), as images.decode_scaled
     :raises InvalidParameter: ``missing_image`` or ``several_images`` (the detail names the
         accepted fields), ``not_an_image_upload``, ``invalid_base64``, ``wrong_type``
     """
+    try:
+        return _from_fields(settings, image_url, image, image_base64, prefix, decode)
+    except RecognizerError as error:  # a second image's errors name its own fields
+        if prefix and not error.field.startswith(prefix):
+            error.field = prefix + error.field
+        raise
+
+
+def _from_fields(settings: Settings, image_url: str | None, image: object, image_base64: object,
+                 prefix: str, decode: Decode) -> Picture:
     given = {name: value for name, value in (("image_url", image_url), ("image", image),
                                               ("image_base64", image_base64))
              if value is not None}
@@ -82,13 +99,13 @@ def from_request(settings: Settings, image_url: str | None = None, image: object
     ((name, value),) = given.items()
     field = prefix + name
     if name == "image_url" and not str(value).lower().startswith("data:"):
-        return from_url(settings, value)
+        return from_url(settings, value, decode)
     if name == "image" and isinstance(value, bytes) and not value[:5].lower() == b"data:":
-        return from_bytes(settings, value)
+        return from_bytes(settings, value, decode)
     if name == "image" and not isinstance(value, (str, bytes)):
         raise InvalidParameter(field, "not_an_image_upload", ACCEPTED)
     return from_bytes(settings, decode_base64(field, value, settings.max_image_bytes,
-                                              require_uri=name != "image_base64"))
+                                              require_uri=name != "image_base64"), decode)
 
 
 def decode_base64(field: str, text: object, max_bytes: int, require_uri: bool = False) -> bytes:
@@ -118,18 +135,19 @@ def decode_base64(field: str, text: object, max_bytes: int, require_uri: bool = 
         raise InvalidParameter(field, "invalid_base64", "base64 text") from None
 
 
-def from_url(settings: Settings, url: str) -> Picture:
+def from_url(settings: Settings, url: str, decode: Decode = images.decode_scaled) -> Picture:
     """Fetch (SSRF-safe, size- and time-bounded) and decode the image at url."""
     data = fetch.fetch(url, max_bytes=settings.max_image_bytes, timeout=settings.fetch_timeout,
                        allow_private=settings.allow_private_networks)
-    return _decoded(settings, data, f"url:{sha256(url.encode())}")
+    return _decoded(settings, data, f"url:{sha256(url.encode())}", decode)
 
 
-def from_bytes(settings: Settings, data: bytes) -> Picture:
+def from_bytes(settings: Settings, data: bytes,
+               decode: Decode = images.decode_scaled) -> Picture:
     """Decode an uploaded image."""
     if len(data) > settings.max_image_bytes:
         raise ImageTooLarge(detail=f"bytes: at most {settings.max_image_bytes}")
-    return _decoded(settings, data, f"sha256:{sha256(data)}")
+    return _decoded(settings, data, f"sha256:{sha256(data)}", decode)
 
 
 def from_path(settings: Settings, path: str | Path) -> Picture:
@@ -143,6 +161,7 @@ def from_path(settings: Settings, path: str | Path) -> Picture:
     return _decoded(settings, data, source)
 
 
-def _decoded(settings: Settings, data: bytes, source: str) -> Picture:
-    pixels, original = images.decode_scaled(data, settings.max_image_pixels)
+def _decoded(settings: Settings, data: bytes, source: str,
+             decode: Decode = images.decode_scaled) -> Picture:
+    pixels, original = decode(data, settings.max_image_pixels)
     return Picture(pixels, source, sha256(data), original)

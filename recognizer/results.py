@@ -79,12 +79,14 @@ class FaceForgotten(Record):
 
 @dataclass(frozen=True)
 class Renamed(Record):
-    """A person's name now, their face count, and whether they joined a person already
-    enrolled under that name."""
+    """A person's name now, their face count, whether they joined a person already enrolled
+    under that name, and any sign that the new name is the wrong one (it looks like a third
+    person's)."""
 
     name: str
     face_count: int
     merged: bool
+    warnings: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from . import build as building
 from . import encodings_file, enrolment, inspection, limits, pictures, verification
 from .access import Gate
 from .config import Settings
-from .errors import InvalidParameter, StoreUnavailable, UnknownPerson
+from .errors import InvalidParameter, StoreUnavailable, TooMuchWork, UnknownPerson
 from .live_gallery import LiveGallery
 from .matching import Match, best_match
 from .names import check_name, check_names
@@ -38,6 +38,7 @@ from .results import (
     Renamed,
     Verification,
 )
+from .sandbox import Decoders
 from .store import PersonRecord, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ class FaceService:
         self.settings = settings
         self.store = store if store is not None else open_store(settings.store)
         self.gallery = LiveGallery(self.store, settings.index_above)
-        self.gate = Gate(settings.api_keys, settings.rate_limit, settings.rate_burst)
+        self.gate = Gate(settings.api_keys, settings.rate_limit, settings.rate_burst,
+                         settings.rate_state_path, settings.auth_failures)
         self.announced = False  # whether a server has logged what it runs with
+        self.decoders = Decoders()  # a request's images are decoded in these processes
 
     # -- images -------------------------------------------------------------------------------
 
@@ -62,7 +65,8 @@ class FaceService:
 
         :param prefix: ``other_`` for a request's second image
         """
-        return pictures.from_request(self.settings, image_url, image, image_base64, prefix)
+        return pictures.from_request(self.settings, image_url, image, image_base64, prefix,
+                                     decode=self.decoders.decode)
 
     def picture_from_path(self, path: str | Path) -> Picture:
         """The image in a local file (CLI only)."""
@@ -79,12 +83,9 @@ class FaceService:
         limits.TOP_K.check("top_k", top_k)
         if tolerance is not None:
             limits.TOLERANCE.check("tolerance", tolerance)
-        if upsample is not None:
-            limits.UPSAMPLE.check("upsample", upsample)
-        boxes = faces.detect(
-            picture.pixels, model=self.settings.model if model is None else model,
-            upsample=self.settings.upsample if upsample is None else upsample,
-            max_side=self.settings.detect_max_side)[:self.settings.max_faces]
+        model, upsample = self._detection(picture, model, upsample)
+        boxes = faces.detect(picture.pixels, model=model, upsample=upsample,
+                             max_side=self.settings.detect_max_side)[:self.settings.max_faces]
         encodings = faces.encode(picture.pixels, boxes, self.settings.jitters)
         found = []
         for box, encoding in zip(boxes, encodings, strict=True):
@@ -107,24 +108,47 @@ class FaceService:
         :param largest_face: with several faces, take the largest instead of refusing
         :param force: enrol a face that fails the quality gate
         :raises UnusableFace: see ``enrolment.encoding``
+        :raises NameConflict: the name looks like another person's, and names are strict
         """
         name = check_name(name)
         if picture.digest and (found := self.store.face_of_image(name, picture.digest)):
             return Enrolment(name, *found, duplicate=True)  # a retry adds nothing
+        strict = self.settings.strict_names
+        if strict:  # refused before a face is looked for; checked again as it is added
+            enrolment.name_warnings(self.store, name, strict=True)
         encoding = enrolment.encoding(self.settings, picture.pixels, largest_face, force)
-        warnings = enrolment.label_warnings(self.settings, self.gallery.current(), name,
-                                            encoding)
-        face_id, count, duplicate = self.store.add_face_once(name, encoding, picture.source,
-                                                             picture.digest or None)
+        warnings = enrolment.label_warnings(self.settings, self.gallery, name, encoding)
+        face_id, count, duplicate = self.store.add_face_once(
+            name, encoding, picture.source, picture.digest or None, distinct=strict)
         log.info("enrolled a face (id %d)%s", face_id, " with warnings" if warnings else "")
         return Enrolment(name, face_id, count, [] if duplicate else warnings, duplicate)
 
     def detect(self, picture: Picture, model: str | None = None,
                upsample: int | None = None) -> Detection:
         """Every face's box, landmarks and quality; no store is read (see ``inspection``)."""
+        model, upsample = self._detection(picture, model, upsample)
+        return inspection.detect(self.settings, picture, model, upsample)
+
+    def _detection(self, picture: Picture, model: str | None,
+                   upsample: int | None) -> tuple[str, int]:
+        """The model and upsampling a request asks for (or the defaults), within the budget.
+
+        :raises TooMuchWork: the CNN detector when it is off (FACEREC_ALLOW_CNN), or more
+            work than FACEREC_MAX_DETECT_WORK
+        """
         if upsample is not None:
             limits.UPSAMPLE.check("upsample", upsample)
-        return inspection.detect(self.settings, picture, model, upsample)
+        model = self.settings.model if model is None else model
+        upsample = self.settings.upsample if upsample is None else upsample
+        if model == "cnn" and not self.settings.allow_cnn and self.settings.model != "cnn":
+            raise TooMuchWork("model", "model=cnn is off (FACEREC_ALLOW_CNN)")
+        height, width = picture.pixels.shape[:2]
+        work = limits.detection_work(width, height, self.settings.detect_max_side, upsample,
+                                     model)
+        if work > self.settings.max_detect_work:
+            raise TooMuchWork("upsample", f"{work} pixels of detection work, at most"
+                              f" {self.settings.max_detect_work} (FACEREC_MAX_DETECT_WORK)")
+        return model, upsample
 
     def verify(self, picture: Picture, other: Picture | None = None, name: str | None = None,
                largest_face: bool = False) -> Verification:
@@ -200,11 +224,13 @@ class FaceService:
 
         :raises InvalidParameter: ``name`` or ``new_name`` is not a valid name
         :raises UnknownPerson: nobody called name is enrolled
+        :raises NameConflict: new_name looks like a third person's name, and names are strict
         """
         name, new_name = check_name(name), check_name(new_name, field="new_name")
-        count, merged = self.store.rename(name, new_name)
+        warnings = [] if new_name == name else enrolment.name_warnings(self.store, new_name, name)
+        count, merged = self.store.rename(name, new_name, distinct=self.settings.strict_names)
         log.info("renamed a person (%d faces%s)", count, ", merged" if merged else "")
-        return Renamed(new_name, count, merged)
+        return Renamed(new_name, count, merged, warnings)
 
     # -- in bulk ------------------------------------------------------------------------------
 

@@ -53,8 +53,11 @@ def read_multipart(stream: BinaryIO, boundary: str | bytes | None, content_lengt
         for part in parser:
             raw = part.filename is not None or part.name in IMAGE_FIELDS
             form.setdefault(part.name, part.raw if raw else part.value)
-    except multipart.ParserLimitReached:
-        raise ImageTooLarge(detail=f"bytes: at most {max_bytes}") from None
+    except multipart.ParserLimitReached as limit:
+        if "size" in str(limit) or "limit" in str(limit):  # a part, or the body, too big
+            raise ImageTooLarge(detail=f"bytes: at most {max_bytes}") from None
+        raise InvalidParameter("body", "malformed_multipart",  # too many parts or headers
+                               "at most 16 parts, each with a few short headers") from None
     except (multipart.MultipartError, UnicodeDecodeError, ValueError):
         raise InvalidParameter("body", "malformed_multipart") from None
     return form

@@ -6,17 +6,14 @@ and readiness, HEAD, and the documentation routes."""
 
 import base64
 import io
-import json
 
-import falcon
 import hug
-import numpy as np
 import pytest
 from PIL import Image
 from werkzeug.test import Client
 
 import api
-from conftest import face, no_face_image, png_bytes, upload
+from conftest import face, png_bytes
 from recognizer import verification
 
 pytestmark = pytest.mark.store  # run on both store backends

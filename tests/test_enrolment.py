@@ -152,3 +152,49 @@ def test_a_new_name_for_an_enrolled_face_warns_that_it_resembles_another_person(
     (warning,) = response.data["warnings"]  # joe is new: nothing of his own to be unlike
     assert warning["code"] == "resembles_another_person" and warning["person"] == "biden"
     assert 0 < warning["distance"] <= api.get_service().settings.tolerance
+
+
+# -- names that look like an enrolled person's ---------------------------------------------------
+
+CYRILLIC_OBAMA = "\u041ebama"  # Cyrillic О, then Latin: it looks like "Obama"
+
+
+def test_a_name_that_looks_like_an_enrolled_persons_is_added_with_a_warning(env):
+    first = enroll_photo("Obama", "people/obama/obama.jpg")
+    again = enroll_photo("Obama", "people/obama/obama2.jpg")  # the same person, not a look-alike
+    assert [first.data["warnings"], again.data["warnings"]] == [[], []]
+    lookalike = enroll_photo(CYRILLIC_OBAMA, "people/biden/biden.jpg")
+    assert lookalike.status == falcon.HTTP_201 and lookalike.data["face_count"] == 1
+    assert lookalike.data["warnings"] == [{"code": "looks_like_existing_person",
+                                           "person": "Obama"}]
+    # and now "Obama" looks like somebody else: the other one warns too
+    third = enroll_photo("Obama", "people/obama/obama1.jpg")
+    assert third.data["warnings"] == [{"code": "looks_like_existing_person",
+                                       "person": CYRILLIC_OBAMA}]
+    assert [p["name"] for p in hug.test.get(api, "people").data["people"]] == [
+        "Obama", CYRILLIC_OBAMA]
+
+
+def test_the_face_warnings_come_after_the_name_warning(env):
+    enroll_photo("Obama", "people/obama/obama.jpg")
+    response = enroll_photo("0bama", "people/obama/obama2.jpg")  # a zero, and Obama's face
+    name, face_warning = response.data["warnings"]
+    assert name == {"code": "looks_like_existing_person", "person": "Obama"}
+    assert face_warning["code"] == "resembles_another_person"
+    assert face_warning["person"] == "Obama"
+
+
+def test_with_strict_names_a_look_alike_is_refused_with_409_and_nothing_is_stored(reconfigure):
+    reconfigure(strict_names="on")
+    assert enroll_photo("Obama", "people/obama/obama.jpg").status == falcon.HTTP_201
+    for name in (CYRILLIC_OBAMA, "0bama"):
+        refused = enroll_photo(name, "people/biden/biden.jpg")
+        assert refused.status == falcon.HTTP_409
+        assert refused.data == {"errors": {"name": "name_looks_like_another"},
+                                "detail": {"name": "looks like 'Obama'"}}
+    # refused for its name before the photo is looked at: a photo with no face gets 409 too
+    assert enroll_upload("0bama", png_bytes(Image.new("RGB", (64, 64)))).status == falcon.HTTP_409
+    assert enroll_photo("Obama", "people/obama/obama2.jpg").status == falcon.HTTP_201
+    assert enroll_photo("Biden", "people/biden/biden.jpg").status == falcon.HTTP_201
+    assert hug.test.get(api, "people").data["people"] == [{"name": "Biden", "face_count": 1},
+                                                          {"name": "Obama", "face_count": 2}]

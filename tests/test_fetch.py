@@ -79,6 +79,144 @@ def test_metadata_and_reserved_stay_closed_even_with_the_flag(address):
     assert not fetch.address_allowed(ipaddress.ip_address(address), allow_private=True)
 
 
+# -- IANA's special-purpose address registries, entry by entry -----------------------------------
+
+# Every entry of IANA's IPv4 and IPv6 Special-Purpose Address Registries (iana-ipv4-special-registry
+# and iana-ipv6-special-registry, as published in 2026: IPv6 last updated 2025-10-09): the block,
+# its name and its "Globally Reachable" column, footnote marks dropped; "" for the terminated
+# entries, whose columns are empty.
+IPV4_SPECIAL = [
+    ("0.0.0.0/8", '"This network"', "False"),
+    ("0.0.0.0/32", '"This host on this network"', "False"),
+    ("10.0.0.0/8", "Private-Use", "False"),
+    ("100.64.0.0/10", "Shared Address Space", "False"),
+    ("127.0.0.0/8", "Loopback", "False"),
+    ("169.254.0.0/16", "Link Local", "False"),
+    ("172.16.0.0/12", "Private-Use", "False"),
+    ("192.0.0.0/24", "IETF Protocol Assignments", "False"),
+    ("192.0.0.0/29", "IPv4 Service Continuity Prefix", "False"),
+    ("192.0.0.8/32", "IPv4 dummy address", "False"),
+    ("192.0.0.9/32", "Port Control Protocol Anycast", "True"),
+    ("192.0.0.10/32", "Traversal Using Relays around NAT Anycast", "True"),
+    ("192.0.0.170/32", "NAT64/DNS64 Discovery", "False"),
+    ("192.0.0.171/32", "NAT64/DNS64 Discovery", "False"),
+    ("192.0.2.0/24", "Documentation (TEST-NET-1)", "False"),
+    ("192.31.196.0/24", "AS112-v4", "True"),
+    ("192.52.193.0/24", "AMT", "True"),
+    ("192.88.99.0/24", "Deprecated (6to4 Relay Anycast)", ""),
+    ("192.88.99.2/32", "6a44-relay anycast address", "False"),
+    ("192.168.0.0/16", "Private-Use", "False"),
+    ("192.175.48.0/24", "Direct Delegation AS112 Service", "True"),
+    ("198.18.0.0/15", "Benchmarking", "False"),
+    ("198.51.100.0/24", "Documentation (TEST-NET-2)", "False"),
+    ("203.0.113.0/24", "Documentation (TEST-NET-3)", "False"),
+    ("240.0.0.0/4", "Reserved", "False"),
+    ("255.255.255.255/32", "Limited Broadcast", "False"),
+]
+IPV6_SPECIAL = [
+    ("::1/128", "Loopback Address", "False"),
+    ("::/128", "Unspecified Address", "False"),
+    ("::ffff:0:0/96", "IPv4-mapped Address", "False"),
+    ("64:ff9b::/96", "IPv4-IPv6 Translat.", "True"),
+    ("64:ff9b:1::/48", "IPv4-IPv6 Translat.", "False"),
+    ("100::/64", "Discard-Only Address Block", "False"),
+    ("100:0:0:1::/64", "Dummy IPv6 Prefix", "False"),
+    ("2001::/23", "IETF Protocol Assignments", "False"),
+    ("2001::/32", "TEREDO", "N/A"),
+    ("2001:1::1/128", "Port Control Protocol Anycast", "True"),
+    ("2001:1::2/128", "Traversal Using Relays around NAT Anycast", "True"),
+    ("2001:1::3/128", "DNS-SD Service Registration Protocol Anycast", "True"),
+    ("2001:2::/48", "Benchmarking", "False"),
+    ("2001:3::/32", "AMT", "True"),
+    ("2001:4:112::/48", "AS112-v6", "True"),
+    ("2001:10::/28", "Deprecated (previously ORCHID)", ""),
+    ("2001:20::/28", "ORCHIDv2", "True"),
+    ("2001:30::/28", "Drone Remote ID Protocol Entity Tags (DETs) Prefix", "True"),
+    ("2001:db8::/32", "Documentation", "False"),
+    ("2002::/16", "6to4", "N/A"),
+    ("2620:4f:8000::/48", "Direct Delegation AS112 Service", "True"),
+    ("3fff::/20", "Documentation", "False"),
+    ("5f00::/16", "Segment Routing (SRv6) SIDs", "False"),
+    ("fc00::/7", "Unique-Local", "False"),
+    ("fe80::/10", "Link-Local Unicast", "False"),
+]
+# Not in the registry, and refused too: IPv6 site-local, deprecated by RFC 3879.
+DEPRECATED = [("fec0::/10", "Site-Local (deprecated)", "")]
+# Globally reachable by the registry, refused all the same, and why.
+STRICTER = {
+    "64:ff9b::/96": "NAT64: a translator reaches any IPv4 address through it, internal ones too",
+    **dict.fromkeys(["192.0.0.9/32", "192.0.0.10/32"],
+                    "inside 192.0.0.0/24, refused whole: protocol anycast, never an image host"),
+    **dict.fromkeys(["2001:1::1/128", "2001:1::2/128", "2001:1::3/128", "2001:3::/32",
+                     "2001:4:112::/48", "2001:20::/28", "2001:30::/28"],
+                    "inside 2001::/23, refused whole: anycast, tunnels and identifiers"),
+}
+MAPPED = "::ffff:0:0/96"  # not a destination of its own: decided by the IPv4 address it carries
+
+
+def _samples(block: str) -> list[str]:
+    """The first and last address of a block, and one inside it."""
+    net = ipaddress.ip_network(block)
+    inside = [] if block == MAPPED else [net[net.num_addresses // 3]]
+    return sorted({str(net[0]), str(net[-1]), *map(str, inside)})
+
+
+REGISTRY = [pytest.param(block, reachable, address, id=f"{block} {name} {address}")
+            for block, name, reachable in IPV4_SPECIAL + IPV6_SPECIAL + DEPRECATED
+            for address in _samples(block)]
+
+
+@pytest.fixture
+def resolves_to(monkeypatch):
+    """Make 'special.example' resolve to one address (the stubbed resolver of this test)."""
+
+    def answer(address: str) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sockaddr = (address, 80, 0, 0) if family == socket.AF_INET6 else (address, 80)
+        monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
+            (family, socket.SOCK_STREAM, 6, "", sockaddr)] if host == "special.example" else [])
+
+    return answer
+
+
+@pytest.mark.parametrize("block, reachable, address", REGISTRY)
+def test_every_special_purpose_block_not_globally_reachable_is_refused(
+        block, reachable, address, resolves_to, connections):
+    resolves_to(address)
+    if reachable == "True" and block not in STRICTER:
+        assert fetch.resolve("special.example", 80, allow_private=False) == (
+            f"[{address}]" if ":" in address else address)
+        return
+    with pytest.raises(fetch._BlockedAddress):
+        fetch.resolve("special.example", 80, allow_private=False)
+    with pytest.raises(FetchFailed):  # the whole fetch, refused before any connection
+        fetch.fetch("http://special.example/x.jpg", max_bytes=1000, timeout=5)
+    assert connections == []
+
+
+def test_the_stricter_blocks_are_reachable_ones_and_the_ranges_once_missed_are_closed():
+    blocks = {block for block, _, _ in IPV4_SPECIAL + IPV6_SPECIAL}
+    assert set(STRICTER) <= {block for block, _, reachable in IPV4_SPECIAL + IPV6_SPECIAL
+                             if reachable == "True"}
+    # the three ranges this policy once let through as public are in the data, and refused
+    assert {"3fff::/20", "5f00::/16"} <= blocks and DEPRECATED[0][0] == "fec0::/10"
+    for address in ("3fff::1", "5f00::1", "fec0::1", "fec0::1:2:3"):
+        assert not fetch.address_allowed(ipaddress.ip_address(address))
+        assert not fetch.address_allowed(ipaddress.ip_address(address), allow_private=True)
+
+
+@pytest.mark.parametrize("address", ["4000::1", "6000::1", "e000::1", "400::1", "1000::1"])
+def test_ipv6_outside_global_unicast_space_is_refused_before_iana_assigns_it(address):
+    assert not fetch.address_allowed(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("ipv4", ["0.0.0.0", "127.0.0.1", "10.1.2.3", "192.0.2.1", "8.8.8.8",
+                                  "192.31.196.1", "255.255.255.255"])
+def test_an_ipv4_mapped_address_is_decided_as_the_ipv4_address_it_carries(ipv4):
+    mapped = ipaddress.ip_address(f"::ffff:{ipv4}")
+    assert fetch.address_allowed(mapped) == fetch.address_allowed(ipaddress.ip_address(ipv4))
+
+
 def test_a_name_with_any_forbidden_address_is_refused(monkeypatch):
     answers = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, 80)),
                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80))]

@@ -239,7 +239,8 @@ def test_a_merge_makes_one_person_who_is_recognised_under_the_new_name(env):
 
     merged = rename("Barack", new_name="Barack Obama")
     assert merged.status == falcon.HTTP_200
-    assert merged.data == {"name": "Barack Obama", "face_count": 2, "merged": True}
+    assert merged.data == {"name": "Barack Obama", "face_count": 2, "merged": True,
+                           "warnings": []}
     assert hug.test.get(api, "people").data["people"] == [
         {"name": "Barack Obama", "face_count": 2}, {"name": "biden", "face_count": 1}]
     assert hug.test.get(api, "people/Barack").status == falcon.HTTP_404
@@ -247,7 +248,8 @@ def test_a_merge_makes_one_person_who_is_recognised_under_the_new_name(env):
     assert name == "Barack Obama" and "Barack" not in candidates
 
     renamed = rename("biden", **json_body({"new_name": "Joe Biden"}))
-    assert renamed.data == {"name": "Joe Biden", "face_count": 1, "merged": False}
+    assert renamed.data == {"name": "Joe Biden", "face_count": 1, "merged": False,
+                            "warnings": []}
     assert recognised("people/biden/biden2.jpg")[0] == "Joe Biden"
 
 
@@ -257,7 +259,7 @@ def test_rename_takes_new_name_from_the_query_a_json_or_a_form_body(env, encodin
     assert rename("b", **json_body({"new_name": "c"})).data["name"] == "c"
     form = rename("c", body="new_name=d+e", headers={"content-type":
                                                     "application/x-www-form-urlencoded"})
-    assert form.data == {"name": "d e", "face_count": 1, "merged": False}
+    assert form.data == {"name": "d e", "face_count": 1, "merged": False, "warnings": []}
     body_wins = rename("d e", new_name="x", **json_body({"new_name": "f"}))
     assert body_wins.data["name"] == "f"
     assert [p["name"] for p in hug.test.get(api, "people").data["people"]] == ["f"]
@@ -268,7 +270,7 @@ def test_renaming_to_the_same_name_changes_nothing(env, encodings):
     before = hug.test.get(api, person_path("Zoë")).data
     for same in ("Zoë", unicodedata.normalize("NFD", "Zoë")):
         response = rename("Zoë", new_name=same)
-        assert response.data == {"name": "Zoë", "face_count": 2, "merged": False}
+        assert response.data == {"name": "Zoë", "face_count": 2, "merged": False, "warnings": []}
     assert hug.test.get(api, person_path("Zoë")).data == before
     assert [f["id"] for f in before["faces"]] == ids
 
@@ -303,6 +305,35 @@ def test_rename_errors_change_nothing(env, encodings, path_name, kwargs, status,
     assert response.status == status
     assert response.data["errors"] == errors
     assert [p["name"] for p in hug.test.get(api, "people").data["people"]] == ["ada", "bob"]
+
+
+def test_renaming_to_a_name_that_looks_like_another_persons_warns(env, encodings):
+    add(encodings, "Obama")
+    add(encodings, "Joe")
+    renamed = rename("Joe", new_name="0bama")  # a zero: it looks like Obama
+    assert renamed.status == falcon.HTTP_200
+    assert renamed.data == {"name": "0bama", "face_count": 1, "merged": False, "warnings": [
+        {"code": "looks_like_existing_person", "person": "Obama"}]}
+    # a person renamed to a look-alike of their own name looks like nobody else
+    own = rename("Obama", new_name="\u041ebama")
+    assert own.data == {"name": "\u041ebama", "face_count": 1, "merged": False, "warnings": [
+        {"code": "looks_like_existing_person", "person": "0bama"}]}
+    assert rename("0bama", new_name="Joe").data["warnings"] == []
+    assert rename("\u041ebama", new_name="Obama").data["warnings"] == []
+
+
+def test_with_strict_names_renaming_to_a_look_alike_is_refused_with_409(reconfigure, encodings):
+    reconfigure(strict_names="on")
+    add(encodings, "Obama")
+    add(encodings, "Joe")
+    refused = rename("Joe", new_name="0bama")
+    assert refused.status == falcon.HTTP_409
+    assert refused.data == {"errors": {"new_name": "name_looks_like_another"},
+                            "detail": {"new_name": "looks like 'Obama'"}}
+    assert rename("nobody", new_name="0bama").status == falcon.HTTP_404  # unknown comes first
+    assert rename("Obama", new_name="0bama").status == falcon.HTTP_200  # their own look-alike
+    assert rename("Joe", new_name="Joe").status == falcon.HTTP_200
+    assert [p["name"] for p in hug.test.get(api, "people").data["people"]] == ["0bama", "Joe"]
 
 
 def test_a_path_parameter_given_again_in_the_query_is_refused(env, encodings):
@@ -348,7 +379,7 @@ def test_a_read_key_may_list_and_look_but_not_rename_or_delete(reconfigure, enco
         assert call(method, path, None, params=params).status == falcon.HTTP_401
     assert call("GET", "people/ada", READ).status == falcon.HTTP_200  # still there
     assert call("POST", "people/ada/rename", ADMIN, params={"new_name": "bob"}).data == {
-        "name": "bob", "face_count": 1, "merged": False}
+        "name": "bob", "face_count": 1, "merged": False, "warnings": []}
     assert call("DELETE", f"people/bob/faces/{face_id}", ADMIN).data["faces_left"] == 0
 
 
@@ -365,7 +396,7 @@ def test_the_cli_lists_shows_renames_and_deletes_faces(env, encodings):
     assert listed == hug.test.get(api, "people", page=2, size=2).data
     assert hug.test.cli("person", "ada", module=api)["faces"][0]["id"] == ada_face
     assert hug.test.cli("rename", "ada", "a", module=api) == {"name": "a", "face_count": 2,
-                                                             "merged": True}
+                                                             "merged": True, "warnings": []}
     assert hug.test.cli("forget-face", "a", str(ada_face), module=api) == {
         "name": "a", "deleted_face": ada_face, "faces_left": 1}
     assert isinstance(hug.test.cli("forget-face", "a", str(ada_face), module=api), UnknownFace)
@@ -390,7 +421,8 @@ def test_the_real_command_line(env, encodings, store_location):
     shown = run_cli("person", "dora", location=store_location)
     assert json.loads(shown.stdout)["faces"][0]["id"] == face_id
     renamed = run_cli("rename", "dora", "Ada Lovelace", location=store_location)
-    assert json.loads(renamed.stdout) == {"name": "Ada Lovelace", "face_count": 2, "merged": True}
+    assert json.loads(renamed.stdout) == {"name": "Ada Lovelace", "face_count": 2,
+                                          "merged": True, "warnings": []}
     deleted = run_cli("forget-face", "Ada Lovelace", str(face_id), location=store_location)
     assert json.loads(deleted.stdout) == {"name": "Ada Lovelace", "deleted_face": face_id,
                                           "faces_left": 1}

@@ -178,6 +178,8 @@ def network(reconfigure, monkeypatch, httpserver, internal):
         return net.getaddrinfo(real_getaddrinfo, host, port, *args, **kwargs)
 
     def route(sock, address):
+        if sock.family == socket.AF_UNIX:  # the service's own image decoders, not the network
+            return real_connect(sock, address)
         if address[0] == PUBLIC:
             return real_connect(sock, net.server)
         if ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
@@ -272,6 +274,9 @@ ADDRESSES = [
     "http://[fe80::1]:{port}/", "http://[fe80::1%25eth0]:{port}/", "http://[::1%25lo]:{port}/",
     "http://[fc00::1]:{port}/", "http://[fd12:3456::1]:{port}/", "http://[100::1]:{port}/",
     "http://[2001:db8::1]/", "http://[ff02::1]/",
+    # ranges Python's ipaddress calls global: site-local (deprecated), documentation (RFC 9637),
+    # SRv6 SIDs (RFC 9602), the dummy prefix (RFC 9780)
+    "http://[fec0::1]:{port}/", "http://[3fff::1]/", "http://[5f00::1]/", "http://[100:0:0:1::1]/",
     # names through the stubbed resolver
     "http://localhost:{port}/", "http://LOCALHOST:{port}/", "http://localhost.:{port}/",
     "http://localtest.me:{port}/", "http://127.0.0.1.nip.io:{port}/",

@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 from conftest import BACKEND, from_outside, gallery, postgres_admin
-from recognizer.errors import StoreUnavailable, UnknownFace, UnknownPerson
+from recognizer.errors import NameConflict, StoreUnavailable, UnknownFace, UnknownPerson
+from recognizer.names import skeleton
 from recognizer.store import blob_to_encoding, core, encoding_to_blob, open_store
 
 pytestmark = pytest.mark.store  # run on both store backends
@@ -160,9 +161,24 @@ def test_deleting_one_face_leaves_the_others_and_the_last_takes_the_person(two):
 def test_a_face_deleted_from_a_built_file_is_not_built_again(store_location):
     store = open_store(store_location)
     face_id = store.record_file("ada/1.jpg", "hash1", "ada", "enrolled", encoding())
+    store.record_file("ada/2.jpg", "hash2", "ada", "enrolled", encoding())
     store.delete_face("ada", face_id)
     assert store.file_is_current("ada/1.jpg", "hash1")
-    assert not store.file_is_current("ada/1.jpg", "hash2")  # new bytes are built
+    assert not store.file_is_current("ada/1.jpg", "hash3")  # new bytes are built
+
+
+def test_deleting_a_persons_last_face_forgets_their_files_as_forget_does(store_location):
+    store = open_store(store_location)
+    first = store.record_file("ada/1.jpg", "hash1", "ada", "enrolled", encoding())
+    second = store.record_file("ada/2.jpg", "hash2", "ada", "enrolled", encoding())
+    store.record_file("ada/3.jpg", "hash3", "ada", "blurry")
+    store.record_file("bob/1.jpg", "hash4", "bob", "enrolled", encoding())
+    store.delete_face("ada", first)
+    assert store.query("SELECT path, outcome FROM files WHERE person = 'ada' ORDER BY path") == [
+        ("ada/1.jpg", "deleted"), ("ada/2.jpg", "enrolled"), ("ada/3.jpg", "blurry")]
+    assert store.delete_face("ada", second) == 0
+    assert store.query("SELECT path, person FROM files") == [("bob/1.jpg", "bob")]
+    assert not store.file_is_current("ada/1.jpg", "hash1")  # built again, as after forget
 
 
 def test_rename_gives_the_faces_a_new_name_or_merges_them(two):
@@ -182,6 +198,72 @@ def test_rename_gives_the_faces_a_new_name_or_merges_them(two):
         cli.rename("ada", "x")
     assert cli.forget("Ada Lovelace") == 3
     assert not cli.file_is_current("ada/1.jpg", "h")  # the file went with its new owner
+
+
+# -- names that look alike -------------------------------------------------------------------
+
+
+def test_a_look_alike_is_another_person_whose_name_has_the_same_skeleton(two):
+    server, cli = two
+    for name in ("Obama", "Osama", "obama"):
+        cli.add_face(name, encoding(), "url:x")
+    assert server.look_alike("0bama") == "Obama"  # a zero
+    assert server.look_alike("\u041ebama") == "Obama"  # a Cyrillic O
+    assert server.look_alike("Obama") is None  # not a look-alike of themselves
+    assert server.look_alike("0bama", "Obama") is None  # besides: the person being renamed
+    cli.add_face("\u041ebama", encoding(), "url:y")
+    assert server.look_alike("Obama") == "\u041ebama"
+    assert server.look_alike("0bama") == "Obama"  # the first by name (code point)
+    cli.forget("Obama")
+    assert server.look_alike("0bama") == "\u041ebama"
+    cli.rename("\u041ebama", "Barack")
+    assert server.look_alike("0bama") is None
+
+
+def test_strict_adding_and_renaming_refuse_a_look_alike_in_the_same_transaction(two):
+    server, cli = two
+    cli.add_face("Obama", encoding(), "url:a")
+    cli.add_face("Joe", encoding(), "url:b")
+    with pytest.raises(NameConflict) as refused:
+        server.add_face_once("0bama", encoding(), "url:c", "sha-c", distinct=True)
+    assert (refused.value.field, refused.value.other) == ("name", "Obama")
+    with pytest.raises(NameConflict) as refused:
+        server.rename("Joe", "0bama", distinct=True)
+    assert (refused.value.field, refused.value.other) == ("new_name", "Obama")
+    assert [p.name for p in cli.people()] == ["Joe", "Obama"] and cli.counts() == (2, 2)
+    assert server.add_face_once("Obama", encoding(), "url:d", "sha-d", distinct=True)[1] == 2
+    assert server.rename("Obama", "0bama", distinct=True) == (2, False)  # their own look-alike
+
+
+def test_an_older_store_gets_the_skeleton_of_every_name_when_it_opens(store_location):
+    store = open_store(store_location)
+    names = [f"person {index} \u041e" for index in range(2 * core.ID_CHUNK + 3)] + ["Obama"]
+    store.import_encodings(names, np.stack([encoding() for _ in names]), "npz:older")
+    store.close()
+    from_outside(store_location, ("DROP INDEX people_by_skeleton", ()),
+                 ("ALTER TABLE people DROP COLUMN skeleton", ()))
+    reopened = open_store(store_location)
+    stored = dict(reopened.query("SELECT name, skeleton FROM people"))
+    assert stored == {name: skeleton(name) for name in names}
+    assert reopened.look_alike("0bama") == "Obama"
+    assert reopened.look_alike("person 7 O") == "person 7 \u041e"
+
+
+def test_finding_a_look_alike_is_one_indexed_query_among_many_people(store_location):
+    store = open_store(store_location)
+    store.add_face("Obama", encoding(), "url:a")
+    many = ("INSERT INTO people (name, created_at, skeleton) SELECT 'p' || i, '', 'p' || i FROM"
+            + (" generate_series(1, 200000) AS i" if BACKEND == "postgresql" else
+               " (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+               " WHERE i < 200000) SELECT i FROM n)"))
+    from_outside(store_location, (many, ()))
+    statements = record_sql(store)
+    assert store.look_alike("0bama") == "Obama"
+    (statement,) = statements
+    explain = "EXPLAIN QUERY PLAN " if BACKEND == "sqlite" else "EXPLAIN "
+    plan = " ".join(str(row) for row in store.query(explain + statement,
+                                                    (skeleton("0bama"), "0bama")))
+    assert "people_by_skeleton" in plan, plan
 
 
 def test_import_adds_every_face_at_once_and_only_once(two):

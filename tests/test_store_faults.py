@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BACKEND, gallery
+from conftest import BACKEND, gallery, postgres_admin
 from recognizer.errors import UnknownPerson
+from recognizer.names import skeleton
 from recognizer.store import encoding_to_blob, open_store
 from recognizer.store.sqlite import SqliteStore
 
@@ -491,3 +492,81 @@ def test_a_crash_inside_forget_leaves_no_encodings_after_the_restart(tmp_path):
     found = traces(store_files(path), [secret])
     restarted.close()
     assert found == []
+
+
+# -- nothing left of a person: their name, their photos' paths and hashes, on both backends -------
+
+
+def store_bytes(location: str) -> dict[str, bytes]:
+    """Every file that holds the store's rows: SQLite's main file, -wal and -shm; on PostgreSQL
+    the files of every table and index of the store's schema (TOAST included), checkpointed."""
+    if BACKEND == "sqlite":
+        return store_files(Path(location))
+    schema = location.rsplit("%3D", 1)[1]
+    with postgres_admin() as admin:
+        admin.execute("CHECKPOINT")
+        folder = Path(admin.execute("SHOW data_directory").fetchone()[0])
+        rows = admin.execute(
+            "WITH own AS (SELECT c.oid, c.reltoastrelid FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = %s)"
+            " SELECT relname, pg_relation_filepath(oid) FROM pg_class WHERE oid IN"
+            " (SELECT oid FROM own UNION SELECT reltoastrelid FROM own UNION SELECT i.indexrelid"
+            " FROM pg_index i JOIN own ON i.indrelid = own.reltoastrelid)", (schema,)).fetchall()
+    assert {"people", "files", "faces", "people_by_skeleton"} <= {name for name, _ in rows}
+    return {name: (folder / path).read_bytes() for name, path in rows if path}
+
+
+NAME = "Émilie du Châtelet"  # stored NFC; her skeleton, "Érnilie du Châtelet", is NFD
+ROOT_DIR = "/srv/known_faces"
+
+
+def _emilie(store) -> tuple[int, list[bytes], list[bytes]]:
+    """Enrol her as build does (one photo enrolled, one refused), among other people.
+
+    :return: her face's id, the traces that must go with her (name, skeleton, paths, hashes,
+        sources), and those that only a deletion removes (paths, hashes, sources)
+    """
+    for index in range(8):
+        store.add_face(f"before {index}", encoding(), "url:before")
+    paths = [f"{ROOT_DIR}/emilie/portrait {n}.jpg" for n in (1, 2)]
+    hashes = [hashlib.sha256(path.encode()).hexdigest() for path in paths]
+    face_id = store.record_file(paths[0], hashes[0], NAME, "enrolled", encoding(), ROOT_DIR,
+                                source="file:emilie/portrait 1.jpg")
+    store.record_file(paths[1], hashes[1], NAME, "blurry", None, ROOT_DIR)
+    store.add_face(NAME, encoding(), f"url:{hashes[1][::-1]}")
+    for index in range(8):
+        store.add_face(f"after {index}", encoding(), "url:after")
+    files = [*paths, *hashes, "file:emilie/portrait 1.jpg", f"url:{hashes[1][::-1]}"]
+    return face_id, [n.encode() for n in (NAME, skeleton(NAME))], [f.encode() for f in files]
+
+
+@pytest.mark.parametrize("operation", ["delete her last face", "forget her", "rename her"])
+def test_deleting_or_renaming_a_person_leaves_no_name_path_or_hash_in_any_file(store_location,
+                                                                               operation):
+    store = open_store(store_location)
+    face_id, name, files = _emilie(store)
+    assert present(store_bytes(store_location), name + files) == name + files, "seen at first"
+    if operation == "delete her last face":
+        (http_face,) = [f.id for f in store.person(NAME).faces if f.id != face_id]
+        assert store.delete_face(NAME, http_face) == 1
+        assert present(store_bytes(store_location), name) == name  # she is still enrolled
+        assert store.delete_face(NAME, face_id) == 0
+    elif operation == "forget her":
+        assert store.forget(NAME) == 2
+    else:
+        assert store.rename(NAME, "Madame Du Chastellet") == (2, False)
+        files = []  # her photos are the renamed person's, still recorded
+    store.add_face("later", encoding(), "url:later")  # the service goes on writing
+    found = store_bytes(store_location)
+    assert traces(found, [], name + files) == []
+    assert {p.name for p in store.people()} >= {"before 0", "after 7", "later"}
+    if operation == "rename her":
+        renamed = [b"Madame Du Chastellet", f"{ROOT_DIR}/emilie/portrait 1.jpg".encode()]
+        assert present(found, renamed) == renamed
+    store.close()
+
+
+def present(files: dict[str, bytes], needles: list[bytes]) -> list[bytes]:
+    """The needles found in any of the files."""
+    return [needle for needle in needles if any(needle in data for data in files.values())]
+

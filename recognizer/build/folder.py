@@ -160,8 +160,7 @@ def _record(settings: Settings, gallery: LiveGallery, root: Path, file: _File,
     key = _key(root, file.relative)
     if encoded is not None:
         replacing = gallery.store.file_face(key)
-        warnings = enrolment.label_warnings(settings, gallery.current(), file.person, encoded,
-                                            replacing)
+        warnings = enrolment.label_warnings(settings, gallery, file.person, encoded, replacing)
     gallery.store.record_file(key, file.digest, file.person, outcome, encoded, str(root),
                               source=f"file:{file.relative}")
     return outcome, warnings

@@ -8,8 +8,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import UnknownFace, UnknownPerson
+from ..errors import NameConflict, UnknownFace, UnknownPerson
 from ..limits import ENCODING_SIZE
+from ..names import skeleton
 from .core import FETCH_ROWS, ID_CHUNK, StoreCore
 from .records import Export, FaceRecord, Person, PersonRecord, encoding_to_blob, parse_rows
 
@@ -25,6 +26,23 @@ class Store(StoreCore):
     # How names are ordered: by code point in both backends, as Python sorts them.
     _NAME_ORDER = "p.name"
 
+    def _add_columns(self) -> None:
+        """Bring an older store's tables up to date, and give the people it holds the skeletons
+        of their names (``names.skeleton``), a chunk per transaction."""
+        super()._add_columns()
+        while True:
+            with self._write():
+                rows = self._execute("SELECT id, name FROM people WHERE skeleton IS NULL"
+                                     " LIMIT ?", (ID_CHUNK,)).fetchall()
+                if rows:
+                    values = ", ".join("(CAST(? AS BIGINT), ?)" for _ in rows)
+                    self._execute("UPDATE people SET skeleton = v.column2 FROM"
+                                  f" (VALUES {values}) AS v WHERE people.id = v.column1",
+                                  [value for person_id, name in rows
+                                   for value in (person_id, skeleton(name))])
+            if len(rows) < ID_CHUNK:
+                return
+
     # -- enrolment ---------------------------------------------------------------------------
 
     def add_face(self, name: str, encoding: np.ndarray, source: str,
@@ -39,17 +57,21 @@ class Store(StoreCore):
             return self._insert_face(name, blob, source, image_sha256)
 
     def add_face_once(self, name: str, encoding: np.ndarray, source: str,
-                      image_sha256: str) -> tuple[int, int, bool]:
+                      image_sha256: str | None, distinct: bool = False) -> tuple[int, int, bool]:
         """Add a face to a person unless one from the same image (by SHA-256) is theirs
         already, checked and added in one transaction.
 
+        :param distinct: refuse a name that looks like another person's (see look_alike)
         :return: (the new or existing face's id, the person's face count, whether it existed)
+        :raises NameConflict: distinct, and the name looks like another person's
         """
         blob = encoding_to_blob(encoding)
         with self._write():
-            found = self.face_of_image(name, image_sha256)
+            found = None if image_sha256 is None else self.face_of_image(name, image_sha256)
             if found is not None:
                 return (*found, True)
+            if distinct:
+                self._refuse_look_alike("name", name)
             return (*self._insert_face(name, blob, source, image_sha256), False)
 
     def face_of_image(self, name: str, image_sha256: str) -> tuple[int, int] | None:
@@ -62,8 +84,8 @@ class Store(StoreCore):
 
     def _person_id(self, name: str, create: bool = False) -> int | None:
         if create:
-            self._execute("INSERT INTO people (name, created_at) VALUES (?, ?)"
-                          " ON CONFLICT (name) DO NOTHING", (name, _now()))
+            self._execute("INSERT INTO people (name, created_at, skeleton) VALUES (?, ?, ?)"
+                          " ON CONFLICT (name) DO NOTHING", (name, _now(), skeleton(name)))
         row = self._one("SELECT id FROM people WHERE name = ?", (name,))
         return None if row is None else int(row[0])
 
@@ -192,16 +214,38 @@ class Store(StoreCore):
         now = _now()
         for start in range(0, len(names), ID_CHUNK):
             chunk = names[start:start + ID_CHUNK]
-            values = ", ".join("(?, ?)" for _ in chunk)
-            self._execute(f"INSERT INTO people (name, created_at) VALUES {values}"
+            values = ", ".join("(?, ?, ?)" for _ in chunk)
+            self._execute(f"INSERT INTO people (name, created_at, skeleton) VALUES {values}"
                           " ON CONFLICT (name) DO NOTHING",
-                          [value for name in chunk for value in (name, now)])
+                          [value for name in chunk for value in (name, now, skeleton(name))])
             marks = ", ".join("?" for _ in chunk)
             rows = self._execute(f"SELECT name, id FROM people WHERE name IN ({marks})", chunk)
             ids.update((name, int(person_id)) for name, person_id in rows.fetchall())
         return ids
 
     # -- people ------------------------------------------------------------------------------
+
+    def look_alike(self, name: str, *besides: str) -> str | None:
+        """An enrolled person whose name looks like this one (the same skeleton, see
+        ``names.skeleton``), the first by name when there are several: one indexed query.
+
+        :param besides: names that do not count; the name itself never does
+        """
+        with self._lock:
+            return self._look_alike(name, besides)
+
+    def _look_alike(self, name: str, besides: Sequence[str] = ()) -> str | None:
+        others = (name, *besides)
+        row = self._one(f"SELECT p.name FROM people p WHERE p.skeleton = ? AND p.name NOT IN"
+                        f" ({', '.join('?' * len(others))}) AND EXISTS (SELECT 1 FROM faces f"
+                        f" WHERE f.person_id = p.id) ORDER BY {self._NAME_ORDER} LIMIT 1",
+                        (skeleton(name), *others))
+        return None if row is None else row[0]
+
+    def _refuse_look_alike(self, field: str, name: str, *besides: str) -> None:
+        other = self._look_alike(name, besides)
+        if other is not None:
+            raise NameConflict(field, other)
 
     def people(self, offset: int = 0, limit: int = 1000) -> list[Person]:
         """People with their face counts, in name order, from offset, at most limit of them."""
@@ -245,8 +289,9 @@ class Store(StoreCore):
         return count
 
     def delete_face(self, name: str, face_id: int) -> int:
-        """Delete one of a person's faces; the person goes with their last face. A file that
-        build enrolled the face from is not enrolled again until its bytes change.
+        """Delete one of a person's faces. A file that build enrolled the face from is not
+        enrolled again until its bytes change; but the person goes with their last face, and
+        build's records of their files with them, as with :meth:`forget`.
 
         :return: how many faces the person has left
         :raises UnknownPerson: nobody of that name is enrolled
@@ -263,15 +308,20 @@ class Store(StoreCore):
                           " WHERE face_id = ?", (face_id,))
             self._execute("DELETE FROM faces WHERE id = ?", (face_id,))
             left = self._face_count(person_id)
-            self._drop_if_empty(person_id)
+            if not left:
+                self._execute("DELETE FROM files WHERE person = ?", (name,))
+                self._execute("DELETE FROM people WHERE id = ?", (person_id,))
         self._reclaim()
         return left
 
-    def rename(self, name: str, new_name: str) -> tuple[int, bool]:
+    def rename(self, name: str, new_name: str, distinct: bool = False) -> tuple[int, bool]:
         """Give a person's faces to new_name: a new person, or one already enrolled (a merge).
+        The old name leaves the store's files as a deleted person's does.
 
+        :param distinct: refuse a new name that looks like a third person's (see look_alike)
         :return: (faces new_name has now, whether they were merged into an existing person)
         :raises UnknownPerson: nobody called name is enrolled
+        :raises NameConflict: distinct, and new_name looks like another person's
         """
         with self._write():
             source = self._person_id(name)
@@ -279,12 +329,16 @@ class Store(StoreCore):
                 raise UnknownPerson(name)
             if new_name == name:
                 return self._face_count(source), False
+            if distinct:
+                self._refuse_look_alike("new_name", new_name, name)
             merged = self._person_id(new_name) is not None
             target = self._person_id(new_name, create=True)
             self._execute("UPDATE faces SET person_id = ? WHERE person_id = ?", (target, source))
             self._execute("UPDATE files SET person = ? WHERE person = ?", (new_name, name))
             self._execute("DELETE FROM people WHERE id = ?", (source,))
-            return self._face_count(target), merged
+            count = self._face_count(target)
+        self._reclaim(faces=False)
+        return count, merged
 
     # -- reading faces -----------------------------------------------------------------------
 

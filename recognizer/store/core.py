@@ -22,6 +22,7 @@ CHANGES_KEPT = 10_000
 ADDED_COLUMNS = (
     ("faces", "image_sha256", "TEXT", "faces_by_image ON faces(person_id, image_sha256)"),
     ("files", "root", "TEXT", "files_by_root ON files(root)"),
+    ("people", "skeleton", "TEXT", "people_by_skeleton ON people(skeleton)"),
 )
 # Ids per "IN (...)" query, and rows per fetch when reading many faces.
 ID_CHUNK = 500
@@ -70,8 +71,12 @@ class StoreCore:
     def _after_write(self) -> None:
         """Backend housekeeping after each committed write."""
 
-    def _reclaim(self) -> None:
-        """Make deleted rows leave the backend's files (called after every deletion)."""
+    def _reclaim(self, faces: bool = True) -> None:
+        """Make deleted rows leave the backend's files (called after every deletion, and after
+        a rename: the old name must go too).
+
+        :param faces: whether faces were deleted (a rename only moves them)
+        """
 
     def _add_columns(self) -> None:
         """Bring an older store's tables up to date (ADDED_COLUMNS), in one transaction."""

@@ -4,11 +4,12 @@ Every write transaction first takes one advisory lock, so writers queue as they 
 and the change log's sequence numbers commit in order: a reader that has seen change n has seen
 every change before it. A worker notices other hosts' enrolments at its next request by
 comparing the change log's last sequence number with the last one it applied (one indexed
-query), so a change is visible everywhere as soon as it commits. After a deletion the tables
-are vacuumed, and the faces table is rewritten (``VACUUM FULL``): a plain VACUUM would leave a
-deleted encoding's bytes in the page's free space until a later row happened to overwrite
-them. The rewrite locks out enrolments while it runs (about a second per 100,000 faces);
-recognition goes on. PostgreSQL's write-ahead log, its archives and replicas keep the history they keep.
+query), so a change is visible everywhere as soon as it commits. After a deletion or a rename
+the tables that held the rows are rewritten (``VACUUM FULL`` of faces, people and files): a
+plain VACUUM would leave a deleted encoding's bytes, or an old name, path or hash, in the page's
+free space until a later row happened to overwrite them. The rewrite locks out enrolments while
+it runs (about a second per 100,000 faces); recognition goes on. PostgreSQL's write-ahead log,
+its archives and replicas keep the history they keep.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class PostgresStore(Store):
         except psycopg.OperationalError:  # the server ends the transaction with the connection
             log.error("lost the connection to the PostgreSQL store")
 
-    def _reclaim(self) -> None:
+    def _reclaim(self, faces: bool = True) -> None:
+        """Rewrite the tables that held deleted rows, so that their bytes leave the files."""
         with self._lock:
-            self._execute("VACUUM FULL faces")
-            self._execute("VACUUM people, files")
+            self._execute(f"VACUUM FULL {'faces, ' if faces else ''}people, files")

@@ -2,8 +2,8 @@
 
 The database runs in WAL mode, so a server's readers never block the CLI's writes; every write
 is one ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue instead of failing.
-Deleting overwrites the rows (``secure_delete``) and checkpoints the WAL, so deleted encodings
-leave the files on disk.
+Deleting or renaming overwrites the old rows (``secure_delete``) and checkpoints the WAL, so
+deleted encodings, and old names, paths and hashes, leave the files on disk.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class SqliteStore(Store):
         if self._checkpoint_pending:
             self._reclaim()
 
-    def _reclaim(self) -> None:
+    def _reclaim(self, faces: bool = True) -> None:
         """Copy the WAL into the main file and empty it, so that rows overwritten by a deletion
         leave both files. A reader holding an old snapshot can make it give up; then it is
         tried again after every write until it succeeds."""

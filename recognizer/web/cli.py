@@ -15,7 +15,6 @@ import hug
 from ..config import ConfigError
 from ..errors import RecognizerError
 
-
 # The command running in this process, if any (what a server says at start-up, a command
 # does not).
 running: str | None = None

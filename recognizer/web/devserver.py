@@ -1,21 +1,28 @@
 """hug's development server (``hug -f api.py``, Python's wsgiref) logs each whole request line,
-query string and all, and query strings carry image URLs and the tokens in them."""
+query string and all, and quotes bad ones in its errors: query strings carry image URLs and
+their tokens, paths carry person names."""
 
 from __future__ import annotations
 
+import sys
 import wsgiref.simple_server
+
+from .logs import scrub
 
 
 def keep_queries_out_of_request_logs(api=None) -> None:
-    """Make the development server log the method, path and status only (a hug startup
-    handler: it runs when the API starts serving or a command runs, never on import)."""
-    wsgiref.simple_server.WSGIRequestHandler.log_request = _log_path_only
+    """Make the development server log no request line (the service logs each request by
+    its route) and scrub its error messages (a hug startup handler: it runs when the API
+    starts serving or a command runs, never on import)."""
+    handler = wsgiref.simple_server.WSGIRequestHandler
+    handler.log_request = _no_request_line
+    handler.log_message = _scrubbed
 
 
-def _log_path_only(handler, code="-", size="-") -> None:
-    """Log the method, the path without its query, and the status; a request line that did
-    not parse (no method or path) is logged as "-"."""
-    command = getattr(handler, "command", None) or "-"
-    path = (getattr(handler, "path", None) or "-").split("?", 1)[0]
-    handler.log_message('"%s %s" %s', command, path.encode("unicode_escape").decode("ascii"),
-                        code)
+def _no_request_line(handler, code="-", size="-") -> None:
+    """The service has logged the request, by its route and status."""
+
+
+def _scrubbed(handler, format: str, *args) -> None:
+    sys.stderr.write(f"{handler.address_string()} - - [{handler.log_date_time_string()}]"
+                     f" {scrub(format % args)}\n")

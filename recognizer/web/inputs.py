@@ -124,6 +124,9 @@ def coded_errors(data: dict) -> dict:
         if _REQUIRED.fullmatch(message):
             codes[field] = "missing_parameter"
             continue
+        if message == "Invalid text value provided":  # hug's text type, given a list
+            codes[field], details[field] = "repeated_parameter", "give it once"
+            continue
         code, separator, detail = message.partition(": ")
         if not separator or not re.fullmatch(r"[a-z_]+", code):
             code, detail = "invalid_value", message
@@ -241,10 +244,26 @@ class _ByType(dict):
         self.images, self.refuse = images, _refuse(accepted)
 
     def get(self, content_type, default=None):
-        if self.images is not None and content_type and (
-                content_type.startswith("image/") or content_type == "application/octet-stream"):
+        content_type = (content_type or "").lower()  # media types are case-insensitive
+        if self.images is not None and (content_type.startswith("image/")
+                                        or content_type == "application/octet-stream"):
             return self.images
-        return super().get(content_type) or self.refuse
+        return _without_injected(super().get(content_type)) or self.refuse
+
+
+def _without_injected(parse: Callable | None) -> Callable | None:
+    """A body parser refusing the names of what hug injects (the service, the request): hug
+    would let the injected value win, and the caller's would be dropped without a word."""
+    if parse is None:
+        return None
+
+    def parse_and_check(body, **params):
+        fields = parse(body, **params)
+        for name in sorted(set(fields) & INJECTED) if isinstance(fields, dict) else ():
+            raise InvalidParameter(name, "unknown_parameter")
+        return fields
+
+    return parse_and_check
 
 
 def image_bodies(max_bytes: Callable[[], int]) -> _ByType:

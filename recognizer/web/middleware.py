@@ -15,8 +15,9 @@ import falcon
 import hug
 
 from ..config import Settings
-from ..errors import ImageTooLarge, RecognizerError
+from ..errors import HostNotAllowed, ImageTooLarge, RecognizerError
 from ..uploads import body_limit
+from .inputs import INJECTED
 
 log = logging.getLogger("facerec.api")
 # What a browser may send and read across origins (FACEREC_CORS_ORIGINS).
@@ -42,6 +43,13 @@ def error_headers(error: RecognizerError) -> dict[str, str]:
     return {} if retry_after is None else {"Retry-After": str(retry_after)}
 
 
+def host_allowed(header: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a Host header (its port aside) names one of the allowed hosts ("*": any)."""
+    host = header.strip().lower()
+    host = host[:host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
+    return "*" in allowed or host in allowed
+
+
 class Edge:
     """The falcon middleware of the HTTP API."""
 
@@ -59,7 +67,19 @@ class Edge:
         request.context["started"] = time.monotonic()
         settings = self.settings()
         limit = body_limit(settings.max_image_bytes)
-        if (request.content_length or 0) > limit:
+        try:
+            length = request.content_length or 0
+        except falcon.HTTPInvalidHeader:
+            refuse(response, falcon.HTTP_400, {"errors": {"content_length": "invalid_value"},
+                                               "detail": {"content_length": "a whole number"}})
+            return
+        injected = sorted(set(request.params) & INJECTED)
+        if not host_allowed(request.get_header("Host") or "", settings.allowed_hosts):
+            error = HostNotAllowed()
+            refuse(response, self.status_of(error), error.as_body())
+        elif injected:  # what hug would inject in its place: refused, not silently dropped
+            refuse(response, falcon.HTTP_400, {"errors": {injected[0]: "unknown_parameter"}})
+        elif length > limit:
             error = ImageTooLarge(detail=f"bytes: a body of at most {limit}")
             refuse(response, self.status_of(error), error.as_body())
         elif (request.method == "OPTIONS" and request.get_header("Origin") in
@@ -87,14 +107,16 @@ class Edge:
         origin = request.get_header("Origin")
         if origin is not None and origin in self.settings().cors_origins:
             response.set_header("Access-Control-Allow-Origin", origin)
+            response.set_header("Access-Control-Expose-Headers", "Retry-After")
             response.append_header("Vary", "Origin")
         if response.status == falcon.HTTP_405 or request.method not in falcon.COMBINED_METHODS:
             allowed = response.get_header("Allow") or ", ".join(self.methods_of(request.path))
             refuse(response, falcon.HTTP_405, {"errors": {"method": "method_not_allowed"}},
                    {"Allow": allowed})
         started = request.context.get("started", time.monotonic())
-        log.info("%s %s %s %.0fms", request.method, request.uri_template or "-",
-                 response.status, (time.monotonic() - started) * 1000)
+        method = request.method.encode("unicode_escape").decode("ascii")[:16]
+        log.info("%s %s %s %.0fms", method, request.uri_template or "-", response.status,
+                 (time.monotonic() - started) * 1000)
 
     def methods_of(self, path: str) -> list[str]:
         """The methods the routes take at a path, and OPTIONS."""

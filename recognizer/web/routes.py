@@ -25,5 +25,6 @@ class Routes(hug.routing.URLRouter):
             methods += ("HEAD",)
         route = object.__new__(Routes)  # (not where(): it would turn parse_body=False back on)
         route.route = {**self.route, "on_invalid": inputs.coded_errors,
+                       "output_invalid": hug.output_format.json,  # whatever the route answers
                        "validate": inputs.only(accepted), "accept": methods}
         return hug.routing.URLRouter.__call__(route, api_function)

@@ -22,15 +22,17 @@ class Scopes:
     """The three requirements a route can declare, over the service's gate."""
 
     def __init__(self, gate: Callable[[], Gate],
-                 origins: Callable[[], tuple[str, ...]] = tuple) -> None:
+                 origins: Callable[[], tuple[str, ...]] = tuple,
+                 proxied: Callable[[], bool] = bool) -> None:
         """
         :param gate: gives the gate in force (read when a request comes, not at import)
         :param origins: gives the origins allowed to call from a browser on another site
+        :param proxied: whether requests come through scripts/serve's proxy (see client)
         """
         self.open = self._requirement(None, "Open to everyone, with or without a key")
         self.read = self._requirement("read", "Needs a read or admin API key (X-API-Key)")
         self.admin = self._requirement("admin", "Needs an admin API key (X-API-Key)")
-        self._gate, self._origins = gate, origins
+        self._gate, self._origins, self._proxied = gate, origins, proxied
 
     def _requirement(self, scope: str | None, doc: str) -> Callable:
         def check(request=None, response=None, context=None, module=None, **kwargs) -> bool:
@@ -38,13 +40,21 @@ class Scopes:
                 if scope == "admin" and _cross_site(request, self._origins()):
                     raise Forbidden("cross_site_request")
                 self._gate().check(scope, request.get_header("X-API-Key"), set(request.params),
-                                   request.remote_addr or "-")
+                                   client(request, self._proxied()))
             return True
 
         check.scope = scope
         check.__doc__ = doc
         check.__name__ = f"scope_{scope or 'open'}"
         return check
+
+
+def client(request: falcon.Request, proxied: bool) -> str:
+    """The caller's address: the connection's, or behind scripts/serve's nginx (which alone
+    talks to the service, over a socket of its own) the one nginx saw (X-Real-IP)."""
+    if proxied:
+        return request.get_header("X-Real-IP") or "-"
+    return request.remote_addr or "-"
 
 
 def _cross_site(request: falcon.Request, allowed: tuple[str, ...]) -> bool:
