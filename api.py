@@ -16,6 +16,7 @@ import hug
 import recognizer
 from recognizer import errors
 from recognizer.build import progress_bar
+from recognizer.streams import live
 from recognizer.web import cli as commands
 from recognizer.web import documents, inputs
 from recognizer.web.devserver import keep_queries_out_of_request_logs
@@ -42,6 +43,12 @@ STATUS = {
     errors.NameConflict: falcon.HTTP_409,
     errors.UnknownPerson: falcon.HTTP_404,
     errors.UnknownFace: falcon.HTTP_404,
+    errors.UnknownStream: falcon.HTTP_404,
+    errors.UnknownWebhook: falcon.HTTP_404,
+    errors.UnknownEvent: falcon.HTTP_404,
+    errors.NameTaken: falcon.HTTP_409,
+    errors.DestinationNotAllowed: falcon.HTTP_400,
+    errors.StreamElsewhere: "421 Misdirected Request",
     errors.VideoUnavailable: falcon.HTTP_400,
     errors.Unauthorized: falcon.HTTP_401,
     errors.Forbidden: falcon.HTTP_403,
@@ -86,15 +93,17 @@ def check_settings(api):
     get_service()
 
 
-def start_serving():
-    """Once a process: say what the server runs with, and load dlib's models now."""
+def start_serving(recognises: bool = True):
+    """Once a process: say what the server runs with, and load dlib's models now (unless it
+    only serves live views and event feeds: scripts/serve's second listener)."""
     service = get_service()
     if not service.announced:
         service.announced = True
         log.info("%s", service.settings.summary())
         if service.gate.open:
             log.warning("no API keys are set (FACEREC_API_KEYS): the HTTP API is open to anyone")
-        service.warm_up()
+        if recognises:
+            service.warm_up()
 
 
 def main():
@@ -181,6 +190,108 @@ def rename(name: inputs.person_name, new_name: inputs.person_name, service: inje
     return service.rename(name, new_name)
 
 
+# -- live video: streams, events, presence, webhooks ---------------------------------------
+
+
+@routes.post("/streams", inputs=inputs.FORM_BODIES, status=falcon.HTTP_201, requires=scope.admin)
+def add_stream(service: injected, name: inputs.stream_name, source: inputs.text,
+               every: inputs.video_every = None, scale: inputs.video_scale = None,
+               tolerance: inputs.tolerance = None):
+    """Attach a camera (rtsp://, http(s):// MJPEG or video, or a local camera's index); a
+    stream runner starts it within seconds."""
+    return service.live.add_stream(name, source, every, scale, tolerance)
+
+
+@routes.get("/streams", parse_body=False, requires=scope.read)
+def streams(service: injected):
+    """Every stream, with its live status."""
+    return service.live.streams()
+
+
+@routes.get("/streams/{stream_id}", parse_body=False, requires=scope.read)
+def stream(stream_id: inputs.stream_id, service: injected):
+    """One stream, with its live status: running, fps, last frame, reconnects, last error."""
+    return service.live.stream(stream_id)
+
+
+@routes.delete("/streams/{stream_id}", parse_body=False, requires=scope.admin)
+def delete_stream(stream_id: inputs.stream_id, service: injected):
+    """Stop a stream and delete it, with its events."""
+    return service.live.delete_stream(stream_id)
+
+
+@routes.get("/streams/{stream_id}/live", parse_body=False, requires=scope.read,
+            output=documents.as_is)
+def live_view(stream_id: inputs.stream_id, service: injected, response,
+              fps: inputs.live_fps = 10):
+    """The stream's annotated frames as MJPEG (for an <img>), at most fps a second."""
+    view = service.live.view(stream_id, fps)
+    response.content_type = f"multipart/x-mixed-replace; boundary={live.BOUNDARY}"
+    return view
+
+
+@routes.get("/events", parse_body=False, requires=scope.read)
+def events(service: injected, since_id: inputs.since_id = 0, stream: inputs.stream_id = None,
+           person: inputs.person_name = None, unknown: inputs.flag = False,
+           limit: inputs.event_limit = 100):
+    """Events (appear, change, leave) after since_id, oldest first."""
+    return service.live.events(since_id, stream, person, unknown, limit)
+
+
+@routes.get("/events/stream", parse_body=False, requires=scope.read, output=documents.as_is)
+def event_stream(service: injected, request, response, since_id: inputs.since_id = None,
+                 stream: inputs.stream_id = None, person: inputs.person_name = None,
+                 unknown: inputs.flag = False):
+    """Server-Sent Events: each event as it happens; resumes after Last-Event-ID."""
+    feed = service.live.feed(request.get_header("Last-Event-ID"), since_id, stream, person,
+                             unknown)
+    response.content_type = "text/event-stream; charset=utf-8"
+    response.set_header("X-Accel-Buffering", "no")
+    return feed
+
+
+@routes.get("/events/{event_id}/snapshot", parse_body=False, requires=scope.read,
+            output=documents.as_is)
+def event_snapshot(event_id: inputs.event_id, service: injected, response):
+    """An unknown face's snapshot (with FACEREC_SNAPSHOTS=on), as JPEG."""
+    jpeg = service.live.snapshot(event_id)
+    response.content_type = "image/jpeg"
+    return jpeg
+
+
+@routes.get("/presence", parse_body=False, requires=scope.read)
+def presence(service: injected):
+    """Who is in view now, on which stream and since when; and when others were last seen."""
+    return service.live.presence()
+
+
+@routes.post("/webhooks", inputs=inputs.FORM_BODIES, status=falcon.HTTP_201,
+             requires=scope.admin)
+def add_webhook(service: injected, url: inputs.text, events: inputs.event_kinds = None,
+                people: inputs.person_names = None, unknown: inputs.flag = True,
+                secret: inputs.text = None):
+    """POST every event of these kinds (and people) to a URL, signed with HMAC-SHA256."""
+    return service.live.add_webhook(url, events, people, unknown, secret)
+
+
+@routes.get("/webhooks", parse_body=False, requires=scope.read)
+def webhooks(service: injected):
+    """Every webhook, with how its deliveries go."""
+    return service.live.webhooks()
+
+
+@routes.get("/webhooks/{webhook_id}", parse_body=False, requires=scope.read)
+def webhook(webhook_id: inputs.webhook_id, service: injected):
+    """One webhook, with how its deliveries go."""
+    return service.live.webhook(webhook_id)
+
+
+@routes.delete("/webhooks/{webhook_id}", parse_body=False, requires=scope.admin)
+def delete_webhook(webhook_id: inputs.webhook_id, service: injected):
+    """Delete a webhook."""
+    return service.live.delete_webhook(webhook_id)
+
+
 @routes.get("/health", parse_body=False, requires=scope.open)
 def health(service: injected):
     """Liveness; with no API keys set, also how many people and faces are enrolled."""
@@ -264,6 +375,15 @@ def watch(source: inputs.text, service: injected, output: inputs.text = None,
 
     for event in video.watch(service, source, scale, every, tolerance, output):
         print(json.dumps(event), flush=True)
+
+
+@cli.name("streams")
+def run_streams(service: injected):
+    """Run the streams defined over HTTP (POST /streams), with the other runners of this
+    store: until Ctrl-C or SIGTERM."""
+    from recognizer.streams.runner import Runner
+
+    return Runner(service).run()
 
 
 @cli.name("import-encodings")

@@ -16,6 +16,7 @@ from . import limits
 from .access import Key, parse_keys, read_key_file
 from .gallery import INDEX_ABOVE
 from .limits import Bound
+from .networks import Networks
 from .quality import QualityLimits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,25 @@ def _hosts(text: str) -> tuple[str, ...]:
         if host != "*" and not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", host):
             raise ValueError(f"{host!r} is not a host name, an address or *")
     return hosts
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", text.lower())
+    if not match:
+        raise ValueError("expected a duration: a number of seconds, or with s, m, h or d")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def _mqtt_url(text: str) -> str:
+    if text and not re.fullmatch(r"mqtts?://[^/?#\s]+(:[0-9]{1,5})?/?", text):
+        raise ValueError("expected mqtt://[user:password@]host[:port] or mqtts://...")
+    return text
+
+
+def _topic(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", text):
+        raise ValueError("expected topic levels of letters, digits, _ . - separated by /")
+    return text
 
 
 def _api_keys(environ: Mapping[str, str]) -> tuple[Key, ...]:
@@ -111,6 +131,14 @@ class Settings:
     # in shared memory named after the store; "memory" keeps them in each process)
     rate_state: str = ""
     trusted_proxy: bool = False  # behind scripts/serve's nginx: the client is X-Real-IP
+    # Live video: where stream sources and webhook receivers may be (CIDRs and/or "public";
+    # none by default), how long events are kept, and unknown faces' snapshots
+    stream_networks: Networks = Networks(public=False)
+    webhook_networks: Networks = Networks(public=False)
+    event_retention: float = 7 * 86400.0
+    snapshots: bool = False
+    mqtt_url: str = field(default="", repr=False)  # mqtt[s]://[user:password@]host[:port]
+    mqtt_topic: str = "facerec"  # the topics' first level
 
     def __post_init__(self) -> None:
         for name, (_, bound) in _VARIABLES.items():
@@ -133,6 +161,14 @@ class Settings:
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         store = hashlib.sha256(self.store.encode()).hexdigest()[:16]
         return os.path.join(folder, f"facerec-rates-{os.getuid()}-{store}.sqlite3")
+
+    @property
+    def live_folder(self) -> str:
+        """The folder where stream runners leave each stream's latest annotated frame for the
+        server's live views: in shared memory, named after the store, owner-only."""
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        store = hashlib.sha256(self.store.encode()).hexdigest()[:16]
+        return os.path.join(folder, f"facerec-live-{os.getuid()}-{store}")
 
     def summary(self) -> str:
         """One line for the start-up log: the store (its password hidden), the detection and
@@ -200,5 +236,11 @@ _VARIABLES: dict[str, tuple[Callable[[str], object], Bound | None]] = {
     "strict_names": (_flag, None),
     "rate_state": (str, None),
     "trusted_proxy": (_flag, None),
+    "stream_networks": (Networks.parse, None),
+    "webhook_networks": (Networks.parse, None),
+    "event_retention": (_duration, limits.RETENTION),
+    "snapshots": (_flag, None),
+    "mqtt_url": (_mqtt_url, None),
+    "mqtt_topic": (_topic, None),
 }
 _KEY_VARIABLES = {"FACEREC_API_KEYS", "FACEREC_API_KEYS_FILE"}

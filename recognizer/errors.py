@@ -218,6 +218,63 @@ class StoreUnavailable(RecognizerError):
         super().__init__("store", "store_unavailable")
 
 
+class NameTaken(RecognizerError):
+    """Something of that name exists already (a stream)."""
+
+    codes = ("name_taken",)
+
+    def __init__(self, field: str = "name") -> None:
+        super().__init__(field, "name_taken")
+
+
+class DestinationNotAllowed(RecognizerError):
+    """A stream source or webhook URL is malformed, or reaches an address outside the networks
+    its setting lists; the detail says which setting. Checked again on every connection."""
+
+    codes = ("destination_not_allowed", "invalid_destination")
+
+    def __init__(self, field: str, message: str, detail: str) -> None:
+        super().__init__(field, message, detail)
+
+
+class UnknownStream(RecognizerError):
+    """No stream has that id."""
+
+    codes = ("unknown_stream",)
+
+    def __init__(self) -> None:
+        super().__init__("stream_id", "unknown_stream")
+
+
+class UnknownWebhook(RecognizerError):
+    """No webhook has that id."""
+
+    codes = ("unknown_webhook",)
+
+    def __init__(self) -> None:
+        super().__init__("webhook_id", "unknown_webhook")
+
+
+class UnknownEvent(RecognizerError):
+    """No event has that id, or none of an unknown face with what was asked for (a
+    snapshot)."""
+
+    codes = ("unknown_event", "no_snapshot")
+
+    def __init__(self, message: str = "unknown_event") -> None:
+        super().__init__("event_id", message)
+
+
+class StreamElsewhere(RecognizerError):
+    """The stream runs on another host, whose frames this one does not have; the detail names
+    it."""
+
+    codes = ("stream_on_another_host", "stream_not_running")
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__("stream_id", message, detail)
+
+
 class WorkersFailed(RecognizerError):
     """Build's worker processes keep dying, whatever they are given."""
 

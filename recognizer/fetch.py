@@ -9,7 +9,6 @@ body is read under a byte cap and a total deadline.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -25,6 +24,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util import parse_url
 
 from .errors import FetchFailed, ImageTooLarge, UrlNotAllowed
+from .networks import ALWAYS_DENIED, DENIED, PRIVATE, Address, Blocked, Networks  # noqa: F401
 
 log = logging.getLogger(__name__)
 # urllib3 logs each request line, query string included, at DEBUG: image URLs carry tokens.
@@ -33,77 +33,35 @@ logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 MAX_URL_LENGTH = 2048
 MAX_REDIRECTS = 3
 _CHUNK = 64 * 1024
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_nets = lambda *cidrs: tuple(ipaddress.ip_network(c) for c in cidrs)  # noqa: E731
-
-# Never reachable, whatever the settings: "this host", link-local (cloud metadata lives there,
-# v4 and v6), multicast, reserved and broadcast, and IPv6's deprecated site-local range.
-ALWAYS_DENIED = _nets(
-    "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-    "::/128", "fe80::/10", "fec0::/10", "ff00::/8", "fd00:ec2::254/128",
-)
-# Reachable only with FACEREC_ALLOW_PRIVATE_NETWORKS: loopback, RFC 1918, CGNAT, ULA.
-PRIVATE = _nets(
-    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-    "::1/128", "fc00::/7",
-)
-# The blocks of IANA's IPv4 and IPv6 Special-Purpose Address Registries that are not globally
-# reachable, or terminated, or that reach internal hosts, which Python's ipaddress (its answer
-# depends on its version) may call global; tests/test_fetch.py checks every entry of both.
-DENIED = _nets(
-    # IETF protocol assignments (the dummy address, NAT64 discovery, PCP and TURN anycast),
-    # documentation (TEST-NET-1, -2, -3), benchmarking, the terminated 6to4 relay anycast
-    "192.0.0.0/24", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15",
-    "192.88.99.0/24",
-    # IPv4-compatible IPv6 and the rest of ::/8, NAT64 (well-known and local-use prefixes),
-    # discard-only, dummy prefix, IETF protocol assignments (Teredo, benchmarking, ORCHID, AMT,
-    # AS112, anycast), documentation (RFC 3849, RFC 9637), 6to4, SRv6 SIDs (RFC 9602)
-    "::/8", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "100:0:0:1::/64", "2001::/23",
-    "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16",
-)
-# IPv6's global unicast space (RFC 4291): anything outside it is reserved or special-purpose,
-# so a block IANA assigns there later is refused before this list knows it.
-GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 
 
 class _BlockedAddress(requests.ConnectionError):
     """The host resolved to an address the policy forbids."""
 
 
-def address_allowed(address: _Address, allow_private: bool = False) -> bool:
+def _rule(allow_private: bool | Networks) -> Networks:
+    return allow_private if isinstance(allow_private, Networks) else Networks.for_images(
+        allow_private)
+
+
+def address_allowed(address: Address, allow_private: bool | Networks = False) -> bool:
     """Whether the service may connect to this address.
 
-    :param allow_private: also allow loopback and private ranges (development and tests)
+    :param allow_private: also allow loopback and private ranges (development and tests), or
+        the rule to apply (``networks.Networks``)
     """
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in net for net in ALWAYS_DENIED):
-        return False
-    if allow_private and any(address in net for net in PRIVATE):
-        return True
-    if address.version == 6 and address not in GLOBAL_UNICAST_V6:
-        return False
-    return address.is_global and not any(address in net for net in DENIED)
+    return _rule(allow_private).allows(address)
 
 
-def resolve(host: str, port: int, allow_private: bool) -> str:
+def resolve(host: str, port: int, allow_private: bool | Networks) -> str:
     """Resolve host and return the address to connect to, if every address it has is allowed.
 
     :raises _BlockedAddress: the name does not resolve, or resolves to a forbidden address
     """
     try:
-        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as error:
-        raise _BlockedAddress("name does not resolve") from error
-    addresses = [
-        ipaddress.ip_address(info[4][0].split("%")[0])
-        for info in infos
-        if info[0] in (socket.AF_INET, socket.AF_INET6)
-    ]
-    if not addresses or not all(address_allowed(a, allow_private) for a in addresses):
-        raise _BlockedAddress("address not allowed")
-    first = addresses[0]
-    return f"[{first}]" if first.version == 6 else str(first)
+        return _rule(allow_private).resolve(host, port)
+    except Blocked as error:
+        raise _BlockedAddress(str(error)) from None
 
 
 class _Deadline:
@@ -172,7 +130,7 @@ class _HTTPSPool(HTTPSConnectionPool):
 class PinnedAdapter(HTTPAdapter):
     """Connect to the checked address, keeping the Host header, SNI and certificate name."""
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool | Networks) -> None:
         super().__init__(max_retries=0)
         self.allow_private = allow_private
 
@@ -218,7 +176,8 @@ def check_url(url: str) -> None:
         raise UrlNotAllowed()
 
 
-def fetch(url: str, *, max_bytes: int, timeout: float, allow_private: bool = False) -> bytes:
+def fetch(url: str, *, max_bytes: int, timeout: float,
+          allow_private: bool | Networks = False) -> bytes:
     """Download the body at url, following at most 3 redirects.
 
     :param max_bytes: largest body accepted
@@ -231,9 +190,9 @@ def fetch(url: str, *, max_bytes: int, timeout: float, allow_private: bool = Fal
     deadline = time.monotonic() + timeout
     _running.deadline = watchdog = _Deadline(timeout)
     try:
-        with _session(allow_private) as session:
+        with session(allow_private) as pinned:
             for _hop in range(MAX_REDIRECTS + 1):
-                body, location = _get(session, url, max_bytes, deadline)
+                body, location = _get(pinned, url, max_bytes, deadline)
                 if location is None:
                     return body
                 url = urljoin(url, location)
@@ -248,13 +207,14 @@ def fetch(url: str, *, max_bytes: int, timeout: float, allow_private: bool = Fal
     raise FetchFailed()
 
 
-def _session(allow_private: bool) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxies, no .netrc from the environment
+def session(allow_private: bool | Networks) -> requests.Session:
+    """A requests session that connects only where the rule allows, to the checked address."""
+    pinned = requests.Session()
+    pinned.trust_env = False  # no proxies, no .netrc from the environment
     adapter = PinnedAdapter(allow_private)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    pinned.mount("http://", adapter)
+    pinned.mount("https://", adapter)
+    return pinned
 
 
 def _get(session, url: str, max_bytes: int, deadline: float) -> tuple[bytes, str | None]:

@@ -76,6 +76,12 @@ BYTES = Bound(1, 2**40)  # an image's bytes
 PIXELS = Bound(1, 2**40)  # an image's pixels
 INDEX_ABOVE = Bound(0, 2**62)  # people above which the gallery searches with an index
 DETECT_WORK = Bound(1, 2**40)  # a detection's budget: pixels x 4^upsample x model factor
+RETENTION = Bound(60, 3650 * 86400, whole=False)  # seconds events are kept
+
+# Live video's request parameters
+LIVE_FPS = Bound(1, 30)  # frames a second of a live view
+EVENT_ID = Bound(0, 2**63 - 1)  # an event's id (0: before the first)
+EVENT_LIMIT = Bound(1, 1000)  # events a page lists
 
 
 # What detection costs against HOG at the same size and upsampling (dlib's CNN on a CPU).

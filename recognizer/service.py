@@ -40,6 +40,7 @@ from .results import (
 )
 from .sandbox import Decoders
 from .store import PersonRecord, Store, open_store
+from .streams.operations import LiveVideo
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 100  # people per page of /people, by default
@@ -56,6 +57,7 @@ class FaceService:
                          settings.rate_state_path, settings.auth_failures)
         self.announced = False  # whether a server has logged what it runs with
         self.decoders = Decoders()  # a request's images are decoded in these processes
+        self.live = LiveVideo(settings, self.store)  # streams, events, presence, webhooks
 
     # -- images -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -62,8 +63,13 @@ class Track:
 class Watcher:
     """Turns frames and their detections into appear / change / leave events."""
 
-    def __init__(self, service: FaceService, fps: float, tolerance: float | None) -> None:
-        self.service, self.fps, self.tolerance = service, fps, tolerance
+    def __init__(self, service: FaceService, fps: float, tolerance: float | None,
+                 extras: Callable[[Track, np.ndarray | None], dict] | None = None) -> None:
+        """
+        :param extras: given a track and the frame it was identified in (None for a leave),
+            returns fields to add to its event
+        """
+        self.service, self.fps, self.tolerance, self.extras = service, fps, tolerance, extras
         self.tracks: dict[int, Track] = {}
         self.next_id = 1
         self.seen: set[str] = set()
@@ -112,9 +118,9 @@ class Watcher:
             changed = track.decide(match.name, match.confidence)
             if not track.announced:
                 track.announced = True
-                events.append(self._event("appear", track, index, when))
+                events.append(self._event("appear", track, index, when, rgb))
             elif changed:
-                events.append(self._event("change", track, index, when))
+                events.append(self._event("change", track, index, when, rgb))
             if track.name:
                 self.seen.add(track.name)
         return events
@@ -128,10 +134,12 @@ class Watcher:
         event["duration"] = round(track.last_time - track.first_time + 1 / self.fps, 3)
         return event
 
-    def _event(self, kind: str, track: Track, index: int, when: float) -> dict:
-        return {"event": kind, "track": track.id, "name": track.name,
-                "confidence": track.confidence, "frame": index, "time": round(when, 3),
-                "box": asdict(track.box)}
+    def _event(self, kind: str, track: Track, index: int, when: float,
+               rgb: np.ndarray | None = None) -> dict:
+        event = {"event": kind, "track": track.id, "name": track.name,
+                 "confidence": track.confidence, "frame": index, "time": round(when, 3),
+                 "box": asdict(track.box)}
+        return event if self.extras is None else event | self.extras(track, rgb)
 
 
 def names_by_frame(events: list[dict], frames: int) -> list[set]:

@@ -23,7 +23,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages: quiet
 
@@ -46,28 +46,37 @@ DETECTIONS_PER_SECOND = 6  # automatic interval: about this many detections per 
 
 @dataclass(frozen=True)
 class Source:
-    """An opened video source."""
+    """An opened video source.
+
+    :ivar live: keep only the newest frame (a camera, or a stream of unknown length)
+    :ivar paced: read no faster than the source's frame rate (a file played as a camera)
+    """
 
     capture: cv2.VideoCapture
     live: bool
     fps: float
     width: int
     height: int
+    paced: bool = False
 
 
-def open_source(source: str) -> Source:
+def open_source(source: str, timeout: float | None = None) -> Source:
     """Open a video file, a webcam index ("0") or a stream URL (rtsp://, http://, ...).
 
     A webcam, or a stream whose length is unknown, is live: it keeps only its newest frame.
     A file, or a whole video served over HTTP, is read frame by frame.
 
+    :param timeout: seconds a stream may take to open, and then to give each frame
     :raises VideoUnavailable: ``no_such_file``, ``not_a_video``, ``camera_unavailable`` or
         ``stream_unavailable``
     """
+    waits = [] if timeout is None else [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(timeout * 1000),
+                                        cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(timeout * 1000)]
     if source.isdigit():
         capture, problem = cv2.VideoCapture(int(source)), "camera_unavailable"
     elif source.lower().startswith(LIVE_SCHEMES):
-        capture, problem = cv2.VideoCapture(source, cv2.CAP_FFMPEG), "stream_unavailable"
+        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, waits)
+        problem = "stream_unavailable"
     elif not Path(source).is_file():
         raise VideoUnavailable("no_such_file")
     else:
@@ -89,8 +98,10 @@ def read_frames(source: Source, stop: threading.Event) -> Iterator[tuple[int, np
     frames: queue.Queue = queue.Queue(maxsize=1 if source.live else 32)
 
     def decode() -> None:
-        index = 0
+        index, started = 0, time.monotonic()
         while not stop.is_set():
+            if source.paced and (ahead := started + index / source.fps - time.monotonic()) > 0:
+                stop.wait(ahead)
             ok, frame = source.capture.read()
             item = (index, frame) if ok else None
             if source.live and item is not None:
@@ -170,29 +181,66 @@ def watch(service: FaceService, source: str, scale: float | None = None,
     opened = open_source(source)
     chosen = choose(opened, scale, every)
     writer = _writer(output, opened, source) if output else None
-    started, stop = time.monotonic(), threading.Event()
-    watcher, frames, index = Watcher(service, opened.fps, tolerance), 0, 0
+    on_frame = None if writer is None else (
+        lambda index, frame, tracks, key: writer.write(annotate(frame, tracks)))
+    try:
+        yield from follow(service, opened, chosen, tolerance, threading.Event(), on_frame,
+                          network="://" in source)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def follow(service: FaceService, opened: Source, chosen: Plan, tolerance: float | None,
+           stop: threading.Event, on_frame: Callable | None = None,
+           extras: Callable | None = None, network: bool = False) -> Iterator[dict]:
+    """The events of an opened source until it ends or ``stop`` is set (or Ctrl-C): the tracks
+    still open then leave, and a summary comes last.
+
+    :param on_frame: called with (index, BGR frame, tracks, whether it was a key frame) for
+        every frame, in order
+    :param extras: adds fields to each event (see ``tracking.Watcher``)
+    :param network: the source is a stream (for the error when it gives no frame)
+    :raises VideoUnavailable: the source gave no frame at all
+    """
+    started, halt = time.monotonic(), _Halt(stop)
+    watcher, frames, index, when = Watcher(service, opened.fps, tolerance, extras), 0, 0, 0.0
     try:
         try:
-            for index, frame, rgb, boxes in _detected(opened, chosen, service, stop):
+            for index, frame, rgb, boxes in _detected(opened, chosen, service, halt):
                 frames += 1
                 when = index / opened.fps if not opened.live else time.monotonic() - started
                 if boxes is not None:
                     yield from watcher.update(index, when, rgb, boxes)
-                if writer is not None:
-                    writer.write(_annotate(frame, watcher.tracks.values()))
+                if on_frame is not None:
+                    on_frame(index, frame, watcher.tracks.values(), boxes is not None)
         except KeyboardInterrupt:  # Ctrl-C ends a live source: close the tracks, summarise
             log.info("interrupted")
         if not frames:  # opened, but nothing could be read: not a success
-            raise VideoUnavailable("stream_unavailable" if opened.live or "://" in source
+            raise VideoUnavailable("stream_unavailable" if opened.live or network
                                    else "not_a_video", detail="no frame could be read")
         when = index / opened.fps if not opened.live else time.monotonic() - started
         yield from watcher.finish(index, when)
     finally:
-        stop.set()
-        if writer is not None:
-            writer.close()
+        halt.set()
     yield _summary(frames, time.monotonic() - started, watcher)
+
+
+class _Halt:
+    """Stops one reading of a source: when the caller's event is set, or this one's (which
+    leaves the caller's alone)."""
+
+    def __init__(self, outer: threading.Event) -> None:
+        self.outer, self.inner = outer, threading.Event()
+
+    def is_set(self) -> bool:
+        return self.outer.is_set() or self.inner.is_set()
+
+    def set(self) -> None:
+        self.inner.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self.outer.wait(timeout) or self.inner.is_set()
 
 
 def _detected(source: Source, chosen: Plan, service: FaceService,
@@ -236,7 +284,7 @@ def _writer(output: str, source: Source, location: str) -> AnnotatedVideo:
         raise
 
 
-def _annotate(frame: np.ndarray, tracks) -> np.ndarray:
+def annotate(frame: np.ndarray, tracks) -> np.ndarray:
     """Draw each track's box and name (or "unknown") on the frame."""
     for track in tracks:
         box = track.box
@@ -246,6 +294,28 @@ def _annotate(frame: np.ndarray, tracks) -> np.ndarray:
         cv2.putText(frame, label, (box.left, max(12, box.top - 6)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5, colour, 1, cv2.LINE_AA)
     return frame
+
+
+def jpeg(frame: np.ndarray, quality: int = 80) -> bytes:
+    """A BGR frame as JPEG bytes."""
+    return cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+def snapshot(rgb: np.ndarray, box: faces.Box, side: int = 160) -> bytes | None:
+    """A small JPEG of one face: its box and a margin around it, at most side pixels across
+    (None when the box is outside the frame)."""
+    height, width = rgb.shape[:2]
+    margin = (box.bottom - box.top) // 4
+    crop = rgb[max(0, box.top - margin):min(height, box.bottom + margin),
+               max(0, box.left - margin):min(width, box.right + margin)]
+    if crop.size == 0:
+        return None
+    scale = min(1.0, side / max(crop.shape[:2]))
+    if scale < 1.0:
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)),
+                                 max(1, round(crop.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return jpeg(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), 85)
 
 
 def _summary(frames: int, seconds: float, watcher: Watcher) -> dict:

@@ -53,6 +53,13 @@ SCOPES = {
     ("GET", "/enroll"): "admin", ("POST", "/enroll"): "admin",
     ("DELETE", "/people/{name}"): "admin", ("DELETE", "/people/{name}/faces/{face_id}"): "admin",
     ("POST", "/people/{name}/rename"): "admin",
+    ("GET", "/streams"): "read", ("GET", "/streams/{stream_id}"): "read",
+    ("GET", "/streams/{stream_id}/live"): "read", ("GET", "/events"): "read",
+    ("GET", "/events/stream"): "read", ("GET", "/events/{event_id}/snapshot"): "read",
+    ("GET", "/presence"): "read", ("GET", "/webhooks"): "read",
+    ("GET", "/webhooks/{webhook_id}"): "read",
+    ("POST", "/streams"): "admin", ("DELETE", "/streams/{stream_id}"): "admin",
+    ("POST", "/webhooks"): "admin", ("DELETE", "/webhooks/{webhook_id}"): "admin",
 }
 SCOPES |= {("HEAD", path): scope for (method, path), scope in SCOPES.items() if method == "GET"}
 READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}

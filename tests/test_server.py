@@ -34,7 +34,8 @@ def server(command, env_vars, port):
                     break
             except (requests.ConnectionError, requests.Timeout):  # (workers still loading)
                 pass
-            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+            assert process.poll() is None and time.monotonic() < deadline, \
+                f"server did not start (exit code {process.poll()}):\n{read_log(log)[-3000:]}"
             time.sleep(0.3)
         yield base, log
     finally:

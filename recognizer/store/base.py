@@ -11,16 +11,18 @@ import numpy as np
 from ..errors import NameConflict, UnknownFace, UnknownPerson
 from ..limits import ENCODING_SIZE
 from ..names import skeleton
-from .core import FETCH_ROWS, ID_CHUNK, StoreCore
+from .core import FETCH_ROWS, ID_CHUNK
 from .records import Export, FaceRecord, Person, PersonRecord, encoding_to_blob, parse_rows
+from .streams import StreamTables
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class Store(StoreCore):
-    """People, their faces and build's records of files. A store object is safe to use from
+class Store(StreamTables):
+    """People, their faces and build's records of files (and, from ``streams``, what live
+    video sees). A store object is safe to use from
     several threads; every process opens its own."""
 
     # How names are ordered: by code point in both backends, as Python sorts them.
@@ -285,6 +287,7 @@ class Store(StoreCore):
             self._execute("DELETE FROM files WHERE person = ?", (name,))
             self._execute("DELETE FROM faces WHERE person_id = ?", (person_id,))
             self._execute("DELETE FROM people WHERE id = ?", (person_id,))
+            self._forget_sightings(name)
         self._reclaim()
         return count
 
@@ -311,6 +314,7 @@ class Store(StoreCore):
             if not left:
                 self._execute("DELETE FROM files WHERE person = ?", (name,))
                 self._execute("DELETE FROM people WHERE id = ?", (person_id,))
+                self._forget_sightings(name)
         self._reclaim()
         return left
 
@@ -336,6 +340,7 @@ class Store(StoreCore):
             self._execute("UPDATE faces SET person_id = ? WHERE person_id = ?", (target, source))
             self._execute("UPDATE files SET person = ? WHERE person = ?", (new_name, name))
             self._execute("DELETE FROM people WHERE id = ?", (source,))
+            self._rename_sightings(name, new_name)
             count = self._face_count(target)
         self._reclaim(faces=False)
         return count, merged

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from ..config import ConfigError
 from .base import Store
+from .streams import schema
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS people (
@@ -51,12 +52,15 @@ _SCHEMA = (
     " INSERT INTO face_changes (face_id, added) VALUES (OLD.id, 0); END",
     "CREATE TRIGGER IF NOT EXISTS face_moved AFTER UPDATE OF person_id ON faces BEGIN"
     " INSERT INTO face_changes (face_id, added) VALUES (NEW.id, 1); END",
+    *schema("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB", "REAL", "INTEGER"),
 )
 log = logging.getLogger(__name__)
 
 
 class SqliteStore(Store):
     """A SQLite store shared by every process that opens the same file."""
+
+    _CLOCK = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
         """
@@ -134,6 +138,9 @@ class SqliteStore(Store):
     def _after_write(self) -> None:
         if self._checkpoint_pending:
             self._reclaim()
+
+    def _reclaim_events(self) -> None:
+        self._reclaim()
 
     def _reclaim(self, faces: bool = True) -> None:
         """Copy the WAL into the main file and empty it, so that rows overwritten by a deletion

@@ -57,6 +57,12 @@ face_id = _bounded(limits.FACE_ID, "A face's id")
 build_workers = _bounded(limits.BUILD_WORKERS, "Processes that encode")
 video_scale = _bounded(limits.VIDEO_SCALE, "Resize frames by this for detection")
 video_every = _bounded(limits.VIDEO_EVERY, "Detect every this many frames")
+stream_id = _bounded(limits.FACE_ID, "A stream's id")
+webhook_id = _bounded(limits.FACE_ID, "A webhook's id")
+event_id = _bounded(limits.FACE_ID, "An event's id")
+since_id = _bounded(limits.EVENT_ID, "Events after this id")
+event_limit = _bounded(limits.EVENT_LIMIT, "How many events to list")
+live_fps = _bounded(limits.LIVE_FPS, "Frames a second, at most")
 
 
 @hug.type(extend=hug.types.text)
@@ -91,6 +97,34 @@ def person_name(value):
     """1-100 letters, digits, spaces and . ' ’ - , _ including a letter or digit"""
     try:
         return check_name(value)
+    except InvalidParameter as error:
+        raise InvalidValue(error.message, error.detail) from None
+
+
+@hug.type(extend=hug.types.text)
+def stream_name(value):
+    """1-64 letters, digits, _ . - beginning with a letter or digit"""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
+        raise InvalidValue("invalid_name", stream_name.__doc__)
+    return value
+
+
+def event_kinds(value):
+    """appear, change and/or leave: a JSON list, or separated by commas"""
+    kinds = value if isinstance(value, list) else str(value).split(",")
+    kinds = [kind.strip() if isinstance(kind, str) else kind for kind in kinds]
+    if not kinds or any(kind not in ("appear", "change", "leave") for kind in kinds):
+        raise InvalidValue("invalid_value", event_kinds.__doc__)
+    return kinds
+
+
+def person_names(value):
+    """People's names: a JSON list of them, or one name"""
+    names = value if isinstance(value, list) else [value]
+    if not 1 <= len(names) <= 1000 or not all(isinstance(name, str) for name in names):
+        raise InvalidValue("invalid_value", "1 to 1000 names")
+    try:
+        return [check_name(name) for name in names]
     except InvalidParameter as error:
         raise InvalidValue(error.message, error.detail) from None
 
@@ -160,9 +194,11 @@ _JSON_TYPES = {
     "other_image_base64": (str,), "name": (str,), "model": (str,), "tolerance": (int, float),
     "top_k": (int,), "upsample": (int,), "largest_face": (bool,), "force": (bool,),
     "new_name": (str,), "image": (str,), "other_image": (str,),
+    "source": (str,), "every": (int,), "scale": (int, float), "url": (str,),
+    "events": (str, list), "people": (str, list), "unknown": (bool,), "secret": (str,),
 }
 _JSON_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number",
-                    bool: "true or false"}
+                    bool: "true or false", list: "a list"}
 IMAGE_TYPES = ("multipart/form-data", "application/json", "application/x-www-form-urlencoded",
                "image/*", "application/octet-stream")
 FORM_TYPES = ("application/json", "application/x-www-form-urlencoded")
@@ -281,6 +317,12 @@ def image_bodies(max_bytes: Callable[[], int]) -> _ByType:
                     "application/x-www-form-urlencoded": _strict(_form_or_image)},
                    IMAGE_TYPES, images=raw_image)
 
+
+# The bodies of the routes that take fields only (POST /streams, /webhooks): JSON or a form.
+FORM_BODIES = _ByType({
+    "application/json": _json_object,
+    "application/x-www-form-urlencoded": _strict(_form),
+}, FORM_TYPES)
 
 # The bodies of POST /people/{name}/rename: JSON or a form, without the path's name.
 RENAME_BODIES = _ByType({

@@ -1,0 +1,226 @@
+"""The live-video operations the HTTP edge calls: streams, events, presence and webhooks, over
+the store. Runners (``runner``) do the watching; these only define, read and serve."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from .. import limits
+from ..config import Settings
+from ..errors import (
+    DestinationNotAllowed,
+    InvalidParameter,
+    StreamElsewhere,
+    UnknownEvent,
+    UrlNotAllowed,
+)
+from ..fetch import check_url
+from ..names import check_name
+from ..store import Store
+from . import live, sources
+from .records import (
+    Event,
+    Events,
+    Presence,
+    Sighting,
+    Stream,
+    StreamDeleted,
+    Streams,
+    Webhook,
+    WebhookDeleted,
+    Webhooks,
+)
+
+EVENT_KINDS = ("appear", "change", "leave")
+STREAM_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+MIN_SECRET = 16  # characters of a webhook's secret, at least
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class LiveVideo:
+    """Streams, their events and who they see, and the webhooks that are told."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings, self.store = settings, store
+        self.frames = live.Frames(settings.live_folder)
+
+    # -- streams -----------------------------------------------------------------------------
+
+    def add_stream(self, name: str, source: str, every: int | None = None,
+                   scale: float | None = None, tolerance: float | None = None) -> Stream:
+        """Define a stream; a runner starts it within a heartbeat (2 s).
+
+        :raises DestinationNotAllowed: the source is malformed, or outside
+            FACEREC_STREAM_NETWORKS
+        :raises NameTaken: a stream of that name exists
+        """
+        for bound, field, value in ((limits.VIDEO_EVERY, "every", every),
+                                    (limits.VIDEO_SCALE, "scale", scale),
+                                    (limits.TOLERANCE, "tolerance", tolerance)):
+            if value is not None:
+                bound.check(field, value)
+        sources.check(sources.parse(source), self.settings.stream_networks)
+        return Stream.of(self.store.add_stream(name, source, every, scale, tolerance, _now()))
+
+    def streams(self) -> Streams:
+        """Every stream and its status."""
+        return Streams([Stream.of(row) for row in self.store.streams()])
+
+    def stream(self, stream_id: int) -> Stream:
+        """One stream and its status.
+
+        :raises UnknownStream: no stream has that id
+        """
+        return Stream.of(self.store.stream(stream_id))
+
+    def delete_stream(self, stream_id: int) -> StreamDeleted:
+        """Stop and delete a stream, its events and presence.
+
+        :raises UnknownStream: no stream has that id
+        """
+        self.store.delete_stream(stream_id)
+        return StreamDeleted(stream_id)
+
+    def view(self, stream_id: int, fps: int) -> live.Body:
+        """A stream's annotated frames as MJPEG, from this host.
+
+        :raises UnknownStream: no stream has that id
+        :raises StreamElsewhere: the stream is not running, or runs on another host
+        """
+        limits.LIVE_FPS.check("fps", fps)
+        row = self.store.stream(stream_id)
+        host = (row.runner or "").split(":", 1)[0]
+        if row.runner is None:
+            raise StreamElsewhere("stream_not_running", "no runner runs it now")
+        if host != socket.gethostname():
+            raise StreamElsewhere("stream_on_another_host", f"ask {host}")
+
+        def running() -> bool:
+            try:
+                return self.store.stream(stream_id).runner is not None
+            except Exception:  # deleted, or the store is away: the view ends
+                return False
+
+        return live.mjpeg(self.frames, stream_id, fps, running)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def events(self, since_id: int = 0, stream_id: int | None = None,
+               person: str | None = None, unknown: bool = False, limit: int = 100) -> Events:
+        """Events after since_id, oldest first, filtered by stream, person or unknown faces."""
+        self._check_filters(since_id, limit, unknown, person)
+        found = self.store.events(since_id, stream_id, person, unknown, limit)
+        return Events([Event.of(row) for row in found],
+                      found[-1].id if found else since_id)
+
+    def _check_filters(self, since_id: int, limit: int, unknown: bool,
+                       person: str | None) -> None:
+        limits.EVENT_ID.check("since_id", since_id)
+        limits.EVENT_LIMIT.check("limit", limit)
+        if unknown and person is not None:
+            raise InvalidParameter("unknown", "invalid_value", "not with person")
+
+    def feed(self, last_event_id: str | None = None, since_id: int | None = None,
+             stream_id: int | None = None, person: str | None = None,
+             unknown: bool = False) -> live.Body:
+        """Server-Sent Events of the events as they are stored, after Last-Event-ID (a
+        browser's reconnection), since_id, or else from now."""
+        if last_event_id is not None:
+            if not last_event_id.strip().isdigit() or len(last_event_id.strip()) > 19:
+                raise InvalidParameter("last_event_id", "invalid_value", "an event's id")
+            since_id = int(last_event_id)
+        after = self.store.latest_event() if since_id is None else since_id
+        self._check_filters(after, 1, unknown, person)
+
+        def read(after_id: int) -> list[dict]:
+            return [Event.of(row).__native_types__() for row in
+                    self.store.events(after_id, stream_id, person, unknown, 100)]
+
+        return live.event_feed(read, after)
+
+    def snapshot(self, event_id: int) -> bytes:
+        """The snapshot of an unknown face's event (FACEREC_SNAPSHOTS=on).
+
+        :raises UnknownEvent: no such event of an unknown face, or it has no snapshot
+        """
+        _, jpeg = self.store.event_face(event_id)
+        if jpeg is None:
+            raise UnknownEvent("no_snapshot")
+        return jpeg
+
+    def presence(self) -> Presence:
+        """Who is in view now, on which stream and since when; and who was seen before."""
+        sightings = [Sighting.of(row) for row in self.store.presence()]
+        return Presence([s for s in sightings if s.present],
+                        [s for s in sightings if not s.present])
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def add_webhook(self, url: str, events: list[str] | None = None,
+                    people: list[str] | None = None, unknown: bool = True,
+                    secret: str | None = None) -> Webhook:
+        """Send every event of these kinds, of these people (all, by default) and of unknown
+        faces if asked, to a URL; signed with the secret (one is made when none is given,
+        and shown this once).
+
+        :raises DestinationNotAllowed: the URL is malformed, or outside
+            FACEREC_WEBHOOK_NETWORKS
+        """
+        check_webhook_url(url, self.settings)
+        events = list(dict.fromkeys(events or EVENT_KINDS))
+        for kind in events:
+            if kind not in EVENT_KINDS:
+                raise InvalidParameter("events", "invalid_value", ", ".join(EVENT_KINDS))
+        people = None if people is None else [check_name(name) for name in people]
+        if secret is not None and not MIN_SECRET <= len(secret) <= 256:
+            raise InvalidParameter("secret", "invalid_value",
+                                   f"{MIN_SECRET} to 256 characters")
+        made = secrets.token_urlsafe(32) if secret is None else None
+        row = self.store.add_webhook(url, events, people, unknown, secret or made, _now())
+        return Webhook.of(row, secret=made)
+
+    def webhooks(self) -> Webhooks:
+        """Every webhook and how its deliveries go."""
+        return Webhooks([Webhook.of(row) for row in self.store.webhooks()])
+
+    def webhook(self, webhook_id: int) -> Webhook:
+        """One webhook and how its deliveries go.
+
+        :raises UnknownWebhook: no webhook has that id
+        """
+        return Webhook.of(self.store.webhook(webhook_id))
+
+    def delete_webhook(self, webhook_id: int) -> WebhookDeleted:
+        """Delete a webhook.
+
+        :raises UnknownWebhook: no webhook has that id
+        """
+        self.store.delete_webhook(webhook_id)
+        return WebhookDeleted(webhook_id)
+
+
+def check_webhook_url(url: str, settings: Settings) -> str:
+    """Refuse a webhook URL that is malformed or reaches outside FACEREC_WEBHOOK_NETWORKS;
+    return the address it resolves to now.
+
+    :raises DestinationNotAllowed: ``invalid_destination`` or ``destination_not_allowed``
+    """
+    try:
+        check_url(url)
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except (UrlNotAllowed, ValueError):
+        raise DestinationNotAllowed("url", "invalid_destination",
+                                    "http:// or https:// with a host, no user or password"
+                                    ) from None
+    source = sources.Source(url, scheme=parts.scheme, host=parts.hostname or "", port=port)
+    try:
+        return sources.pin(source, settings.webhook_networks, "FACEREC_WEBHOOK_NETWORKS")
+    except DestinationNotAllowed as error:
+        raise DestinationNotAllowed("url", error.message, error.detail) from None
