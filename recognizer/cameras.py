@@ -38,13 +38,16 @@ def jpeg_frames(video: Path, quality: int = 80) -> tuple[list[bytes], float]:
 
 
 class MjpegCamera:
-    """Serves a video's frames at ``/video`` as multipart/x-mixed-replace, in real time, from
-    the first frame for each client; after ``loops`` passes the response ends (the camera
-    stops). ``frames_served`` counts what it sent."""
+    """Serves a video's frames (or JPEG frames given) at ``/video`` as
+    multipart/x-mixed-replace, in real time, from the first frame for each client; after
+    ``loops`` passes the response ends (the camera stops). ``frames_served`` counts what it
+    sent; ``marked`` keeps when each pass sent frame ``mark`` (a face appearing, say)."""
 
-    def __init__(self, video: Path, loops: int = 1, fps: float | None = None) -> None:
-        self.frames, native = jpeg_frames(video)
-        self.fps, self.loops = fps or native, loops
+    def __init__(self, video: Path | None = None, loops: int = 1, fps: float | None = None,
+                 frames: list[bytes] | None = None, mark: int | None = None) -> None:
+        self.frames, native = (frames, 30.0) if frames is not None else jpeg_frames(video)
+        self.fps, self.loops, self.mark = fps or native, loops, mark
+        self.marked: list[float] = []
         self.frames_served = 0
         self.connections = 0
         self.stopped = threading.Event()
@@ -74,12 +77,14 @@ class MjpegCamera:
         started, sent = time.monotonic(), 0
         try:
             for _ in range(self.loops):
-                for frame in self.frames:
+                for index, frame in enumerate(self.frames):
                     if self.stopped.is_set():
                         return
                     delay = started + sent / self.fps - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
+                    if index == self.mark:
+                        self.marked.append(time.time())
                     output.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                  + str(len(frame)).encode() + b"\r\n\r\n" + frame + b"\r\n")
                     sent += 1

@@ -227,6 +227,15 @@ def test_a_camera_attached_over_http_is_recognised_and_pushed_everywhere(service
     assert status["reconnects"] >= 1 and status["last_error"]
 
     ids = [event["id"] for event in events]
+    # unknown faces (the audience) have a snapshot where they appear; named ones none
+    unknown = [e for e in events if e["name"] is None and e["event"] == "appear"]
+    assert unknown and all(e["snapshot"] for e in unknown)
+    assert not any(e["snapshot"] for e in events if e["name"] is not None)
+    snapshot = call("GET", base, f"/events/{unknown[0]['id']}/snapshot")
+    assert snapshot.headers["Content-Type"] == "image/jpeg"
+    picture = cv2.imdecode(np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_COLOR)
+    assert 0 < max(picture.shape[:2]) <= 160
+
     # the webhook: every event, once, in order, signed
     wait_for(lambda: receiver.ids() == ids, timeout=30)
     for headers, body in receiver.deliveries:
@@ -296,11 +305,14 @@ def check_the_live_view(base, stream_id):
 
 
 def test_an_rtsp_camera_is_followed_and_a_redirecting_one_refused(service):
-    base, _, _ = service
-    with RtspCamera(face(CLIP), loops=1) as camera, \
+    base, log, _ = service
+    login = ("viewer", "s3cret-pa55")
+    with RtspCamera(face(CLIP), loops=1, credentials=login) as camera, \
             RtspCamera(face(CLIP), redirect="rtsp://169.254.169.254/live") as redirecting:
+        source = camera.url.replace("rtsp://", f"rtsp://{login[0]}:{login[1]}@")
         created = call("POST", base, "/streams", ADMIN,
-                       json={"name": "rtsp-door", "source": camera.url, "every": 3})
+                       json={"name": "rtsp-door", "source": source, "every": 3})
+        assert created.json()["source"] == camera.url.replace("rtsp://", "rtsp://***@")
         refused = call("POST", base, "/streams", ADMIN,
                        json={"name": "rtsp-moved", "source": redirecting.url})
         since = call("GET", base, "/events").json()["next_since_id"]
@@ -315,6 +327,7 @@ def test_an_rtsp_camera_is_followed_and_a_redirecting_one_refused(service):
         assert "redirect" in error and redirecting.requests.count("PLAY") == 0
         for one in (stream_id, moved):
             assert call("DELETE", base, f"/streams/{one}", ADMIN).status_code == 200
+    assert login[1] not in read_log(log) and login[1] not in call("GET", base, "/streams").text
 
 
 @pytest.mark.parametrize("source, code", [
@@ -435,3 +448,34 @@ def test_twenty_viewers_hold_no_recognition_worker(service):
 def running_pid(base, stream_id):
     status = call("GET", base, f"/streams/{stream_id}").json()["status"]
     return status["runner"]["pid"] if status["state"] == "running" and status["runner"] else None
+
+
+def test_deleting_a_person_deletes_their_sightings_everywhere(service):
+    """(Last: Lin-Manuel Miranda is deleted.) His events and presence go with him, and the
+    runner empties his retained MQTT topic."""
+    base, _, env = service
+    topic = env["FACEREC_MQTT_TOPIC"]
+    with MjpegCamera(face(CLIP), loops=20) as camera:
+        stream_id = call("POST", base, "/streams", ADMIN,
+                         json={"name": "goodbye", "source": camera.url}).json()["id"]
+        def retained_for_him():
+            subscriber = Subscriber(env["FACEREC_MQTT_URL"], f"{topic}/people")
+            time.sleep(1.0)
+            found = [payload for name, payload, kept in subscriber.drain()
+                     if name == f"{topic}/people/{LIN}" and kept]
+            subscriber.close()
+            return found
+
+        wait_for(lambda: call("GET", base, "/events", params={"person": LIN}).json()["events"],
+                 timeout=90)
+        wait_for(retained_for_him, timeout=20, every=1.0)
+        assert call("DELETE", base, f"/people/{LIN}", ADMIN).status_code == 200
+        assert call("GET", base, "/events", params={"person": LIN}).json()["events"] == []
+        everyone = call("GET", base, "/events", params={"limit": 1000}).json()["events"]
+        assert everyone and LIN not in names_in(everyone)
+        assert call("GET", base, "/presence").json() == {"present": [], "seen": []}
+        wait_for(lambda: retained_for_him() == [], timeout=20, every=1.0)
+        time.sleep(2.0)  # the stream goes on: he is never named again
+        later = call("GET", base, "/events", params={"limit": 1000}).json()["events"]
+        assert LIN not in names_in(later)
+        assert call("DELETE", base, f"/streams/{stream_id}", ADMIN).status_code == 200
