@@ -99,18 +99,23 @@ def read_frames(source: Source, stop: threading.Event) -> Iterator[tuple[int, np
 
     def decode() -> None:
         index, started = 0, time.monotonic()
-        while not stop.is_set():
-            if source.paced and (ahead := started + index / source.fps - time.monotonic()) > 0:
-                stop.wait(ahead)
-            ok, frame = source.capture.read()
-            item = (index, frame) if ok else None
-            if source.live and item is not None:
-                _replace(frames, item)
-            else:
-                _put(frames, item, stop)
-            if item is None:
-                return
-            index += 1
+        try:
+            while not stop.is_set():
+                if source.paced and (ahead := started + index / source.fps
+                                     - time.monotonic()) > 0:
+                    stop.wait(ahead)
+                ok, frame = source.capture.read()
+                if not ok:
+                    return
+                if source.live:
+                    _replace(frames, (index, frame))
+                else:
+                    _put(frames, (index, frame), stop)
+                index += 1
+        finally:  # the end, or a stop: the reader is told either way, and loses no frame
+            _put(frames, None, stop)  # (before a stop, when the reader is behind)
+            if stop.is_set():
+                _replace(frames, None)
 
     thread = threading.Thread(target=decode, name="video-decode", daemon=True)
     thread.start()
@@ -123,13 +128,17 @@ def read_frames(source: Source, stop: threading.Event) -> Iterator[tuple[int, np
         source.capture.release()
 
 
-def _replace(frames: queue.Queue, item: tuple) -> None:
-    """Put item in a one-slot queue, dropping the stale frame that waits there."""
-    try:
-        frames.get_nowait()
-    except queue.Empty:
-        pass
-    frames.put(item)
+def _replace(frames: queue.Queue, item: tuple | None) -> None:
+    """Put item in the queue, dropping the oldest frame waiting there if it is full."""
+    while True:
+        try:
+            frames.put_nowait(item)
+            return
+        except queue.Full:
+            try:
+                frames.get_nowait()
+            except queue.Empty:
+                pass
 
 
 def _put(frames: queue.Queue, item: tuple | None, stop: threading.Event) -> None:

@@ -411,6 +411,13 @@ def test_a_killed_runner_s_stream_moves_to_another_runner(service):
             spare.wait(30)
         assert call("DELETE", base, f"/streams/{stream_id}", ADMIN).status_code == 200
 
+        def unread():  # deleted: its runner stops reading the camera within a heartbeat
+            served = camera.frames_served
+            time.sleep(1.0)
+            return camera.frames_served == served
+
+        wait_for(unread, timeout=15, every=0)
+
 
 def test_twenty_viewers_hold_no_recognition_worker(service):
     """20 live views and event feeds open: the API answers as it does without them (how fast
