@@ -1038,3 +1038,38 @@ def test_a_listed_origin_may_read_retry_after(reconfigure):
     assert limited.status_code == 429
     assert limited.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "Retry-After" in limited.headers.get("Access-Control-Expose-Headers", "")
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "9223372036854775808", "-1", "x"])
+def test_a_last_event_id_that_is_no_event_s_id_gets_a_400_naming_it(env, value):
+    """str.isdigit() takes "²" (int() does not: a 500) and Arabic-Indic digits; an id over the
+    largest was refused as since_id, a parameter the caller had not given."""
+    response = client().get("/events/stream", headers={"Last-Event-ID": value})
+    assert response.status_code == 400
+    assert response.get_json() == {"errors": {"last_event_id": "invalid_value"},
+                                   "detail": {"last_event_id": "an event's id"}}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/streams", {"name": "door", "source": "rtsp://127.0.0.1/\ud800"}),
+    ("/webhooks", {"url": "http://127.0.0.1/\ud800"}),
+    ("/webhooks", {"url": "http://127.0.0.1/", "secret": "\udfff" * 16}),
+    ("/webhooks", {"url": "http://127.0.0.1/", "people": ["Ann", "\ud800"]}),
+])
+def test_a_json_string_with_a_lone_surrogate_gets_a_400(reconfigure, path, body):
+    """JSON's "\\ud800" parses into a str that no UTF-8 can hold: storing it was a 500."""
+    reconfigure(stream_networks="127.0.0.0/8", webhook_networks="127.0.0.0/8")
+    response = client().post(path, data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    ((field, code),) = response.get_json()["errors"].items()
+    assert field in body and code == "invalid_value"
+
+
+def test_a_webhook_secret_with_a_control_character_gets_a_400(reconfigure):
+    """A NUL in a secret was stored in SQLite, and PostgreSQL's text cannot hold it (a 500)."""
+    reconfigure(webhook_networks="127.0.0.0/8")
+    response = client().post("/webhooks", json={"url": "http://127.0.0.1/",
+                                                "secret": "\x00" + "s" * 20})
+    assert response.status_code == 400
+    assert response.get_json() == {"errors": {"secret": "invalid_value"}, "detail": {
+        "secret": "16 to 256 characters, no control characters"}}
