@@ -10,9 +10,22 @@ How schemathesis is wired (schemathesis 4, in process, no network):
   and ``other_image_url``, in the query and in bodies, refers to) becomes ``{"type": "string",
   "enum": [...]}`` of URLs on the local pytest-httpserver: a real face photo, a photo without a
   face, an HTML page and a URL that answers 404. The ``image_url`` and ``other_image_url`` values
-  in the spec's own examples are pointed at the face photo. Nothing else differs: base64 and
-  ``data:`` URIs are generated from the published patterns (which are exactly what the service
-  decodes), so they reach the decoder and get 415 there.
+  in the spec's own examples are pointed at the face photo. In the same way
+  ``components.schemas.StreamSource`` and ``WebhookUrl`` become enums of sources and webhook URLs
+  on 127.0.0.1 (and a camera index), which the runs allow (``LIVE_NETWORKS``:
+  FACEREC_STREAM_NETWORKS and FACEREC_WEBHOOK_NETWORKS are 127.0.0.0/8), and the request bodies'
+  examples use them; nothing connects to them, since no stream runner or webhook delivery runs
+  in process. And the two long-lived operations, marked ``x-long-lived: true`` in the spec (the
+  event feed, GET /events/stream, and a live view, GET /streams/{stream_id}/live, whose answers
+  never end), are left out of the copy: schemathesis reads every answer to its end. They are
+  tested on their own (the tests after the runs: their errors, 401 and 429 against the spec,
+  and the first parts of their answers read as a server sends them); over real HTTP in
+  tests/test_streams.py. Nothing else differs: base64 and ``data:`` URIs are generated from the
+  published patterns (which are exactly what the service decodes), so they reach the decoder
+  and get 415 there.
+- Before the open and the admin runs, the store holds what the spec's examples name:
+  ``enrol_two``'s people, and ``seed_live``'s streams, events (an unknown face's, with its
+  snapshot) and webhook.
 - ``schema.app = api.__hug_wsgi__``: every case is sent through werkzeug's WSGI client straight
   into hug, with the service in an isolated store (the ``env`` fixture).
 - Every default check runs: not_a_server_error, status_code_conformance,
@@ -25,8 +38,10 @@ How schemathesis is wired (schemathesis 4, in process, no network):
   second image) are beyond a schema; in exchange the extra check ``refused_only_for_their_image``
   fails any schema-valid request refused for any other field, or for its image with a code that
   means the spec and the service disagree about a value (``invalid_base64``, ``wrong_type``,
-  ...). ``ignored_auth`` is off only for the open service, which ignores keys by configuration
-  (documented in the spec).
+  ...); the one other rule across parameters it lets pass is GET /events' ``unknown=true`` with
+  ``person`` (documented, a 400 on ``unknown``). A schema-valid POST /streams may get 409
+  ``name_taken`` (the same name generated twice), never a 400. ``ignored_auth`` is off only for
+  the open service, which ignores keys by configuration (documented in the spec).
 - Two schema-local hooks keep the run honest and bounded. Skipped: a negative case whose
   invalid query parameter is also given, valid, in the body (the body's value wins, as the spec
   says, so that request is valid); a "valid" case holding an unassigned character (schemathesis
@@ -53,12 +68,16 @@ import base64
 import copy
 import io
 import json
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import unicodedata
 import urllib.parse
 
 import jsonschema_rs
+import numpy as np
 import pytest
 import schemathesis
 import yaml
@@ -73,7 +92,8 @@ from werkzeug.test import Client
 
 import api
 from conftest import ROOT, face, no_face_image
-from recognizer import uploads
+from recognizer import limits, uploads
+from recognizer.store.streams import NewEvent
 from recognizer.web.scopes import declared
 
 SPEC = ROOT / "openapi.yaml"
@@ -200,25 +220,34 @@ def test_the_spec_and_hug_know_the_same_routes():
 
 
 def _example_path(path: str) -> str:
-    return (path.replace("{name}", "Nobody").replace("{face_id}", "1")
-            .replace("{asset}", "swagger-ui.css"))
+    for parameter, value in (("{name}", "Nobody"), ("{face_id}", "1"), ("{stream_id}", "1"),
+                             ("{event_id}", "1"), ("{webhook_id}", "1"),
+                             ("{asset}", "swagger-ui.css")):
+        path = path.replace(parameter, value)
+    return path
 
 
 @pytest.mark.parametrize("path", sorted(path for method, path, _ in operations(published())
                                         if method == "GET"))
 def test_head_is_answered_wherever_get_is(env, path):
-    """HEAD gets the status and headers GET would, and no body."""
+    """HEAD gets the status and headers GET would, and no body. (GET /events/stream never ends:
+    the client reads only its first part, and it is closed; HEAD of a live view that runs is
+    test_a_live_view_on_the_runner_s_host_sends_jpeg_parts_as_documented's.)"""
     got, head = client().get(_example_path(path)), client().head(_example_path(path))
+    got.close()
     assert head.status_code == got.status_code
     assert head.headers["Content-Type"] == got.headers["Content-Type"]
     assert head.get_data() == b""
 
 
 def _documented_parameters(spec: dict, operation: dict) -> tuple[set[str], set[str]]:
-    """(every parameter name, the names required) of an operation: query, path and body."""
+    """(every parameter name, the names required) of an operation: query, path and body (not
+    headers: hug does not take them as parameters)."""
     names, required = set(), set()
     for parameter in operation.get("parameters", []):
         parameter = resolve(spec, parameter)
+        if parameter["in"] == "header":
+            continue
         names.add(parameter["name"])
         if parameter.get("required"):
             required.add(parameter["name"])
@@ -243,6 +272,19 @@ def test_every_parameter_hug_takes_is_documented_and_no_other():
                        (resolve(spec, p) for p in operation.get("parameters", []))
                        if parameter["in"] == "path"}
             assert required == hug_required | in_path, (method, path)
+
+
+def test_the_one_header_a_route_reads_is_documented():
+    """Only a route that takes the request can read a header of its own (X-API-Key and CORS's
+    are the middleware's): the event feed, which reads Last-Event-ID."""
+    spec = published()
+    headers = {(method, path, resolve(spec, parameter)["name"])
+               for method, path, operation in operations(spec)
+               for parameter in operation.get("parameters", [])
+               if resolve(spec, parameter)["in"] == "header"}
+    assert headers == {("GET", "/events/stream", "Last-Event-ID")}
+    assert {route for route, interface in _hug_routes().items() if route[0] != "HEAD"
+            and "request" in interface.parameters} == {("GET", "/events/stream")}
 
 
 def test_open_paths_and_scopes_are_declared():
@@ -301,6 +343,60 @@ def test_the_specs_bounds_are_the_services(env, path, parameter):
         response = client().get(path, query_string=query)
         assert response.status_code == 400
         assert (parameter not in response.get_json()["errors"]) == valid, (value, response.data)
+
+
+LIVE_BOUNDS = [
+    ("GET", "/events", "since_id", limits.EVENT_ID),
+    ("GET", "/events", "limit", limits.EVENT_LIMIT),
+    ("GET", "/events", "stream", limits.FACE_ID), ("GET", "/events", "person", None),
+    ("GET", "/events", "unknown", None), ("GET", "/events/stream", "since_id", limits.EVENT_ID),
+    ("GET", "/events/stream", "stream", limits.FACE_ID),
+    ("GET", "/streams/{stream_id}/live", "fps", limits.LIVE_FPS),
+    ("GET", "/streams/{stream_id}", "stream_id", limits.FACE_ID),
+    ("GET", "/events/{event_id}/snapshot", "event_id", limits.FACE_ID),
+    ("GET", "/webhooks/{webhook_id}", "webhook_id", limits.FACE_ID),
+    ("POST", "/streams", "every", limits.VIDEO_EVERY),
+    ("POST", "/streams", "scale", limits.VIDEO_SCALE),
+    ("POST", "/streams", "tolerance", limits.TOLERANCE)]
+
+
+def _live_request(method: str, path: str, parameter: str, value):
+    """The request with just the parameter (a stream's name and a refused source besides)."""
+    if method == "POST":
+        return client().post(path, json={"name": "door", "source": "ftp://refused.example",
+                                         parameter: value})
+    if "{" + parameter + "}" in path:
+        return client().get(path.replace("{" + parameter + "}", str(value)))
+    return client().get(_example_path(path), query_string={parameter: value})
+
+
+@pytest.mark.parametrize("method, path, parameter, bound", LIVE_BOUNDS)
+def test_the_live_routes_bounds_are_limits_py_s_and_the_services(env, method, path, parameter,
+                                                                  bound):
+    """The spec's bounds are those limits.py declares; just inside them is accepted, just
+    outside refused naming the parameter (a feed accepted is not read)."""
+    spec = published()
+    operation = spec["paths"][path][method.lower()]
+    if method == "POST":
+        body = resolve(spec, operation["requestBody"])["content"]["application/json"]
+        schema = resolve(spec, resolve(spec, body["schema"])["properties"][parameter])
+    else:
+        (documented,) = [resolve(spec, p) for p in operation["parameters"]
+                         if resolve(spec, p)["name"] == parameter]
+        schema = resolve(spec, documented["schema"])
+    if bound is not None:
+        assert (schema["minimum"], schema["maximum"]) == (bound.low, bound.high)
+        assert schema.get("exclusiveMinimum", False) == bound.above
+        assert schema["type"] == ("integer" if bound.whole else "number")
+    for value, valid in _edges(schema):
+        response = _live_request(method, path, parameter, value)
+        if response.mimetype == "text/event-stream":
+            response.close()
+            assert valid, value
+            continue
+        assert response.status_code in (200, 400, 404), response.get_data()
+        refused = response.status_code == 400 and parameter in response.get_json()["errors"]
+        assert refused != valid, (value, response.get_json())
 
 
 # -- answers the generated runs do not reach: 403, 405, unknown paths, 413, 429, 500 ------------
@@ -649,12 +745,44 @@ def images(serve, httpserver):
 
 
 URL_FIELDS = ("image_url", "other_image_url")
+# What the runs may attach (FACEREC_STREAM_NETWORKS and FACEREC_WEBHOOK_NETWORKS are loopback's;
+# nothing connects to them: no stream runner or webhook delivery runs in the test process)
+LIVE_NETWORKS = {"stream_networks": "127.0.0.0/8", "webhook_networks": "127.0.0.0/8"}
+STREAM_SOURCES = ("rtsp://127.0.0.1:8554/live", "http://127.0.0.1:8080/video.mjpg",
+                  "rtsp://viewer:s3cret@127.0.0.1:8554/live?token=t0ken", "0")
+WEBHOOK_URLS = ("http://127.0.0.1:8099/facerec", "https://127.0.0.1:8443/hooks?key=k3y")
+LONG_LIVED = "x-long-lived"  # an answer that never ends: the event feed, a live view
+
+
+def fuzzed(spec: dict):
+    """The operations the generated runs send: all but the long-lived ones, whose answers never
+    end while schemathesis reads every answer to its end (test_the_long_lived_answers_*
+    check them)."""
+    return [(method, path, operation) for method, path, operation in operations(spec)
+            if not operation.get(LONG_LIVED)]
 
 
 def local_copy(spec: dict, urls: dict[str, str]) -> dict:
-    """The test-only copy of the spec: image_url and other_image_url are one of the local URLs,
-    examples included."""
+    """The test-only copy of the spec: without the long-lived operations; image_url and
+    other_image_url are one of the local URLs, a stream's source and a webhook's URL one the
+    runs' networks allow, examples included."""
     local = copy.deepcopy(spec)
+    for path, item in list(local["paths"].items()):
+        for method in [method for method in set(item) & HTTP_METHODS
+                       if item[method].get(LONG_LIVED)]:
+            del item[method]
+        if not set(item) & HTTP_METHODS:
+            del local["paths"][path]
+    schemas = local["components"]["schemas"]
+    for name, allowed in (("StreamSource", STREAM_SOURCES), ("WebhookUrl", WEBHOOK_URLS)):
+        schemas[name] = {"type": "string", "enum": list(allowed),
+                         "description": schemas[name]["description"]}
+    for node in walk(local["components"]["requestBodies"]):
+        for key in ("example", "value"):
+            if isinstance(node.get(key), dict) and {"source", "url"} & set(node[key]):
+                node[key] = {**node[key], **{field: value for field, value in
+                                             (("source", STREAM_SOURCES[0]),
+                                              ("url", WEBHOOK_URLS[1])) if field in node[key]}}
     image_url = local["components"]["schemas"]["ImageUrl"]
     local["components"]["schemas"]["ImageUrl"] = {
         "type": "string", "enum": sorted(urls.values()),
@@ -749,6 +877,9 @@ def refused_only_for_their_image(ctx, response, case):
             continue
         if field in ("model", "upsample") and code == "too_much_work":  # the budget, by setting
             continue
+        if (field, code) == ("unknown", "invalid_value") and any(  # unknown=true and person
+                part.get("person") for part in _fields(case)):
+            continue
         raise AssertionError(f"a schema-valid request got {response.status_code} for "
                              f"{field!r}: {code!r} ({response.json().get('detail')})")
     return None
@@ -788,6 +919,30 @@ def enrol_two(serve, key: str | None = None) -> None:
     enrol("Rose Leslie", serve(face("people/rose_leslie/rose_leslie_img2.jpg"), "/rose2.jpg"), key)
 
 
+def seed_live(key: str | None = None) -> None:
+    """Streams, events and a webhook, so that the spec's examples name what exists. Stream 1
+    (porch), held by runner "test" (another host: its state is connecting), with event 1, an
+    unknown face with its snapshot (GET /events/1/snapshot), and event 2, Rose Leslie coming
+    into view (GET /presence); stream 2 (garage), which no runner has taken (starting), for
+    DELETE /streams/2; webhook 1, for GET and DELETE /webhooks/1. The /events paths come before
+    /streams/{stream_id} in the spec, so the snapshot is read before a DELETE may take stream 1
+    with it. After enrol_two: events of enrolled people only are recorded."""
+    headers = {"X-API-Key": key} if key else {}
+    for name, source in (("porch", STREAM_SOURCES[2]), ("garage", STREAM_SOURCES[3])):
+        added = client().post("/streams", json={"name": name, "source": source}, headers=headers)
+        assert added.status_code == 201, added.get_data()
+    hooked = client().post("/webhooks", json={"url": WEBHOOK_URLS[0]}, headers=headers)
+    assert hooked.status_code == 201, hooked.get_data()
+    store = api.get_service().store
+    (held,) = store.lease_streams("test", 600, {}, claim=1)
+    now, box = time.time(), {"top": 68, "right": 211, "bottom": 175, "left": 103}
+    unknown = NewEvent("appear", 1, now, None, None, box, {}, np.full(128, 0.05),
+                       face(FACE_PHOTO).read_bytes())
+    rose = NewEvent("appear", 2, now, "Rose Leslie", 0.93, box, {})
+    assert store.record_events("test", held.id, [unknown, rose],
+                               [("Rose Leslie", True, now, 0.93)]) == [1, 2]
+
+
 def run_schemathesis(schema, subtests) -> None:
     """Every operation, every enabled phase (examples, coverage, fuzzing), every check.
 
@@ -801,7 +956,7 @@ def run_schemathesis(schema, subtests) -> None:
         case.call_and_validate(additional_checks=[refused_only_for_their_image])
 
     tests = list(get_all_tests(schema=schema, test_func=check, settings=None, given_kwargs=None))
-    assert len(tests) == len(list(operations(published())))
+    assert len(tests) == len(fuzzed(published()))
     for result in tests:
         operation, test = result.ok()  # an Err is a spec the generator cannot use: fail
         with subtests.test(msg=operation.label):
@@ -812,29 +967,32 @@ def test_the_open_service_conforms(reconfigure, serve, images, subtests):
     """No API keys: the service is open. It ignores keys by configuration, so no X-API-Key is
     generated (with it, "missing required header accepted" would only restate that) and
     ignored_auth does not apply."""
-    reconfigure(rate_limit="0")
+    reconfigure(rate_limit="0", **LIVE_NETWORKS)
     enrol_two(serve)
+    seed_live()
     answers = []
     schema = make_schema(images, answers, checks={"ignored_auth": {"enabled": False}},
                          generation={"max-examples": 25, "with-security-parameters": False})
     run_schemathesis(schema, subtests)
     succeeded = {label for label, status in answers if status < 300}
-    assert succeeded == {f"{m} {p}" for m, p, _ in operations(published())}
+    assert succeeded == {f"{m} {p}" for m, p, _ in fuzzed(published())}
 
 
 def test_the_keyed_service_conforms_for_an_admin_key(reconfigure, serve, images, subtests):
     """API keys configured, the admin key sent through the ApiKey scheme: everything works, and
     ignored_auth checks that the same requests without a key, or with a wrong one, are 401.
     The coverage phase, which does not depend on the key, is left to the open run."""
-    reconfigure(api_keys=KEYS, rate_limit="0", auth_failures="0")  # (it sends wrong keys)
+    reconfigure(api_keys=KEYS, rate_limit="0", auth_failures="0",  # (it sends wrong keys)
+                **LIVE_NETWORKS)
     enrol_two(serve, ADMIN_KEY)
+    seed_live(ADMIN_KEY)
     answers = []
     schema = make_schema(images, answers, generation={"max-examples": 15},
                          phases={**RUN["phases"], "coverage": {"enabled": False}},
                          auth={"openapi": {"ApiKey": {"api_key": ADMIN_KEY}}})
     run_schemathesis(schema, subtests)
     succeeded = {label for label, status in answers if status < 300}
-    assert succeeded == {f"{m} {p}" for m, p, _ in operations(published())}
+    assert succeeded == {f"{m} {p}" for m, p, _ in fuzzed(published())}
 
 
 def test_the_keyed_service_answers_401_to_a_caller_without_a_key(reconfigure, images, subtests):
@@ -847,10 +1005,152 @@ def test_the_keyed_service_answers_401_to_a_caller_without_a_key(reconfigure, im
     run_schemathesis(schema, subtests)
     spec = published()
     keyed = {f"{m} {p}" for m, p, operation in operations(spec) if "x-required-scope" in operation}
-    assert len(keyed) == 13
-    assert {label for label, _ in answers} == {f"{m} {p}" for m, p, _ in operations(spec)}
+    assert len(keyed) == 26
+    assert {label for label, _ in answers} == {f"{m} {p}" for m, p, _ in fuzzed(spec)}
     assert {status for label, status in answers if label in keyed} == {401}
     assert 401 not in {status for label, status in answers if label not in keyed}
+
+
+# -- the long-lived answers, which the generated runs leave out --------------------------------
+
+
+def test_the_long_lived_operations_are_the_event_feed_and_the_live_view():
+    spec = published()
+    long_lived = {(method, path) for method, path, operation in operations(spec)
+                  if operation.get(LONG_LIVED)}
+    assert long_lived == {("GET", "/events/stream"), ("GET", "/streams/{stream_id}/live")}
+    assert len(fuzzed(spec)) == len(list(operations(spec))) - 2
+    for method, path in long_lived:
+        assert "x-long-lived: true" in spec["paths"][path][method.lower()]["description"]
+
+
+def _first_parts(response, count: int) -> list[bytes]:
+    """The first parts of a streamed answer, read as a server sends them; then it is closed."""
+    parts = []
+    try:
+        for part in response.response:
+            parts.append(part)
+            if len(parts) == count:
+                break
+    finally:
+        response.close()
+    return parts
+
+
+def _add_streams(*names: str, key: str | None = None) -> list[int]:
+    headers = {"X-API-Key": key} if key else {}
+    ids = []
+    for name in names:
+        added = client().post("/streams", json={"name": name, "source": "0"}, headers=headers)
+        assert added.status_code == 201, added.get_data()
+        ids.append(added.get_json()["id"])
+    return ids
+
+
+def _sse(part: bytes) -> list[dict[str, str]]:
+    """The events of a part of a Server-Sent Events stream: each one's fields, by name."""
+    return [dict(line.split(": ", 1) for line in block.split("\n"))
+            for block in part.decode("utf-8").split("\n\n") if block]
+
+
+def test_the_event_feed_sends_retry_then_each_event_as_documented(reconfigure):
+    """retry: 2000 first, then each event as id:, event: and data: lines, data being the event
+    as GET /events lists it; Last-Event-ID resumes after its event, whatever since_id says."""
+    reconfigure(rate_limit="0", **LIVE_NETWORKS)
+    (stream_id,) = _add_streams("porch")
+    store = api.get_service().store
+    store.lease_streams("test", 60, {}, claim=1)
+    box = {"top": 1, "right": 2, "bottom": 3, "left": 0}
+    store.record_events("test", stream_id, [
+        NewEvent("appear", 1, time.time(), None, None, box, {}),
+        NewEvent("leave", 1, time.time(), None, None, box, {"duration": 1.5})])
+    listed = client().get("/events")
+    _documented("GET", "/events", listed)
+    documented = published()["paths"]["/events/stream"]["get"]["responses"]["200"]
+    feed = client().get("/events/stream", query_string={"since_id": "0"})
+    assert feed.status_code == 200
+    assert feed.mimetype in documented["content"]
+    assert feed.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert feed.headers["X-Accel-Buffering"] in documented["headers"]["X-Accel-Buffering"][
+        "schema"]["enum"]
+    first, events = _first_parts(feed, 2)
+    assert first == b"retry: 2000\n\n"
+    assert [{"id": int(sent["id"]), "event": sent["event"], "data": json.loads(sent["data"])}
+            for sent in _sse(events)] == [{"id": event["id"], "event": event["event"],
+                                           "data": event} for event in listed.get_json()["events"]]
+    resumed = client().get("/events/stream", query_string={"since_id": "0"},
+                           headers={"Last-Event-ID": "1"})
+    assert [sent["id"] for part in _first_parts(resumed, 2)[1:] for sent in _sse(part)] == ["2"]
+
+
+def test_a_live_view_on_the_runner_s_host_sends_jpeg_parts_as_documented(reconfigure):
+    """Each part is the latest frame, a JPEG, after the boundary facerec-frame; HEAD answers
+    at once."""
+    reconfigure(rate_limit="0", **LIVE_NETWORKS)
+    (stream_id,) = _add_streams("porch")
+    service = api.get_service()
+    service.store.lease_streams(f"{socket.gethostname()}:1:test", 60, {}, claim=1)
+    jpeg = face(FACE_PHOTO).read_bytes()
+    service.live.frames.publish(stream_id, jpeg)
+    try:
+        view = client().get(f"/streams/{stream_id}/live", query_string={"fps": "30"})
+        assert view.status_code == 200
+        assert view.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=facerec-frame"
+        assert view.mimetype in published()["paths"]["/streams/{stream_id}/live"]["get"][
+            "responses"]["200"]["content"]
+        (part,) = _first_parts(view, 1)
+        assert part == (b"--facerec-frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                        + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+        head = client().head(f"/streams/{stream_id}/live")
+        assert (head.status_code, head.headers["Content-Type"], head.get_data()) == (
+            200, view.headers["Content-Type"], b"")
+    finally:
+        shutil.rmtree(service.settings.live_folder, ignore_errors=True)
+
+
+def test_the_long_lived_answers_errors_are_documented(reconfigure):
+    reconfigure(rate_limit="0", **LIVE_NETWORKS)
+    (elsewhere,) = _add_streams("porch")
+    api.get_service().store.lease_streams("camera-host-2:1:test", 60, {}, claim=1)
+    (not_running,) = _add_streams("garage")  # no runner has taken it
+    fps_rule = {"fps": "a whole number from 1 to 30"}
+    answers = [
+        ("/streams/{stream_id}/live", "/streams/99/live", {}, {}, 404,
+         {"errors": {"stream_id": "unknown_stream"}}),
+        ("/streams/{stream_id}/live", f"/streams/{not_running}/live", {}, {}, 421,
+         {"errors": {"stream_id": "stream_not_running"},
+          "detail": {"stream_id": "no runner runs it now"}}),
+        ("/streams/{stream_id}/live", f"/streams/{elsewhere}/live", {}, {}, 421,
+         {"errors": {"stream_id": "stream_on_another_host"},
+          "detail": {"stream_id": "ask camera-host-2"}}),
+        ("/streams/{stream_id}/live", f"/streams/{elsewhere}/live", {"fps": "0"}, {}, 400,
+         {"errors": {"fps": "out_of_range"}, "detail": fps_rule}),
+        ("/streams/{stream_id}/live", f"/streams/{elsewhere}/live", {"fps": "31"}, {}, 400,
+         {"errors": {"fps": "out_of_range"}, "detail": fps_rule}),
+        ("/events/stream", "/events/stream", {}, {"Last-Event-ID": "first"}, 400,
+         {"errors": {"last_event_id": "invalid_value"},
+          "detail": {"last_event_id": "an event's id"}}),
+        ("/events/stream", "/events/stream", {"person": "Ann", "unknown": "true"}, {}, 400,
+         {"errors": {"unknown": "invalid_value"}, "detail": {"unknown": "not with person"}}),
+    ]
+    for template, path, query, headers, status, body in answers:
+        response = client().get(path, query_string=query, headers=headers)
+        assert (response.status_code, response.get_json()) == (status, body), path
+        _documented("GET", template, response)
+
+
+@pytest.mark.parametrize("path", ["/events/stream", "/streams/{stream_id}/live"])
+def test_the_long_lived_answers_need_a_key_and_are_rate_limited_as_documented(reconfigure, path):
+    reconfigure(api_keys=KEYS, rate_limit="0.01", rate_burst="1", auth_failures="0")
+    missing = client().get(_example_path(path))
+    assert (missing.status_code, missing.get_json()) == (401, {"errors": {"api_key":
+                                                                          "missing_api_key"}})
+    _documented("GET", path, missing)
+    client().get(_example_path(path), headers={"X-API-Key": READ_KEY}).close()
+    limited = client().get(_example_path(path), headers={"X-API-Key": READ_KEY})
+    assert (limited.status_code, limited.get_json()) == (429, {"errors": {"rate": "rate_limited"}})
+    assert int(limited.headers["Retry-After"]) >= 1
+    _documented("GET", path, limited)
 
 
 # -- non-conformances the runs found, one reproduction each --------------------------------------
@@ -1038,3 +1338,38 @@ def test_a_listed_origin_may_read_retry_after(reconfigure):
     assert limited.status_code == 429
     assert limited.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "Retry-After" in limited.headers.get("Access-Control-Expose-Headers", "")
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "9223372036854775808", "-1", "x"])
+def test_a_last_event_id_that_is_no_event_s_id_gets_a_400_naming_it(env, value):
+    """str.isdigit() takes "²" (int() does not: a 500) and Arabic-Indic digits; an id over the
+    largest was refused as since_id, a parameter the caller had not given."""
+    response = client().get("/events/stream", headers={"Last-Event-ID": value})
+    assert response.status_code == 400
+    assert response.get_json() == {"errors": {"last_event_id": "invalid_value"},
+                                   "detail": {"last_event_id": "an event's id"}}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/streams", {"name": "door", "source": "rtsp://127.0.0.1/\ud800"}),
+    ("/webhooks", {"url": "http://127.0.0.1/\ud800"}),
+    ("/webhooks", {"url": "http://127.0.0.1/", "secret": "\udfff" * 16}),
+    ("/webhooks", {"url": "http://127.0.0.1/", "people": ["Ann", "\ud800"]}),
+])
+def test_a_json_string_with_a_lone_surrogate_gets_a_400(reconfigure, path, body):
+    """JSON's "\\ud800" parses into a str that no UTF-8 can hold: storing it was a 500."""
+    reconfigure(stream_networks="127.0.0.0/8", webhook_networks="127.0.0.0/8")
+    response = client().post(path, data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    ((field, code),) = response.get_json()["errors"].items()
+    assert field in body and code == "invalid_value"
+
+
+def test_a_webhook_secret_with_a_control_character_gets_a_400(reconfigure):
+    """A NUL in a secret was stored in SQLite, and PostgreSQL's text cannot hold it (a 500)."""
+    reconfigure(webhook_networks="127.0.0.0/8")
+    response = client().post("/webhooks", json={"url": "http://127.0.0.1/",
+                                                "secret": "\x00" + "s" * 20})
+    assert response.status_code == 400
+    assert response.get_json() == {"errors": {"secret": "invalid_value"}, "detail": {
+        "secret": "16 to 256 characters, no control characters"}}

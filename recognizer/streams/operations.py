@@ -3,8 +3,10 @@ the store. Runners (``runner``) do the watching; these only define, read and ser
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
+import unicodedata
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
@@ -132,9 +134,10 @@ class LiveVideo:
         """Server-Sent Events of the events as they are stored, after Last-Event-ID (a
         browser's reconnection), since_id, or else from now."""
         if last_event_id is not None:
-            if not last_event_id.strip().isdigit() or len(last_event_id.strip()) > 19:
+            text = last_event_id.strip()  # ASCII digits: str.isdigit() also takes "²"
+            if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) not in limits.EVENT_ID:
                 raise InvalidParameter("last_event_id", "invalid_value", "an event's id")
-            since_id = int(last_event_id)
+            since_id = int(text)
         after = self.store.latest_event() if since_id is None else since_id
         self._check_filters(after, 1, unknown, person)
 
@@ -178,9 +181,10 @@ class LiveVideo:
             if kind not in EVENT_KINDS:
                 raise InvalidParameter("events", "invalid_value", ", ".join(EVENT_KINDS))
         people = None if people is None else [check_name(name) for name in people]
-        if secret is not None and not MIN_SECRET <= len(secret) <= 256:
-            raise InvalidParameter("secret", "invalid_value",
-                                   f"{MIN_SECRET} to 256 characters")
+        if secret is not None and (not MIN_SECRET <= len(secret) <= 256
+                                   or any(unicodedata.category(ch) == "Cc" for ch in secret)):
+            raise InvalidParameter("secret", "invalid_value",  # (PostgreSQL holds no NUL)
+                                   f"{MIN_SECRET} to 256 characters, no control characters")
         made = secrets.token_urlsafe(32) if secret is None else None
         row = self.store.add_webhook(url, events, people, unknown, secret or made, _now())
         return Webhook.of(row, secret=made)

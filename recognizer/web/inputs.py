@@ -197,6 +197,7 @@ _JSON_TYPES = {
     "source": (str,), "every": (int,), "scale": (int, float), "url": (str,),
     "events": (str, list), "people": (str, list), "unknown": (bool,), "secret": (str,),
 }
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON's "\ud800" parses, but is no text
 _JSON_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number",
                     bool: "true or false", list: "a list"}
 IMAGE_TYPES = ("multipart/form-data", "application/json", "application/x-www-form-urlencoded",
@@ -225,6 +226,9 @@ def _json_object(body, **params):
     for name, allowed in _JSON_TYPES.items():
         if name in fields and type(fields[name]) not in allowed:
             raise InvalidParameter(name, "wrong_type", _JSON_TYPE_NAMES[allowed[-1]])
+        texts = fields.get(name) if isinstance(fields.get(name), list) else [fields.get(name)]
+        if any(isinstance(text, str) and _LONE_SURROGATE.search(text) for text in texts):
+            raise InvalidParameter(name, "invalid_value", "text (no lone surrogate escapes)")
     return {name: value if not isinstance(value, bool) else str(value).lower()
             for name, value in fields.items()}
 
