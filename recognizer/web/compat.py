@@ -274,8 +274,11 @@ def deepstack_recognize(service, request, image=None, min_confidence=None, api_k
     return deepstack.recognized(record, minimum, _elapsed(started))
 
 
-def deepstack_register(service, request, image=None, userid=None, api_key=None):
-    """Add the one face in an image to a userid (created if new)."""
+def deepstack_register(service, request, image=None, userid=None, min_confidence=None,
+                       api_key=None):
+    """Add the one face in an image to a userid (created if new). (deepstack-python sends
+    min_confidence with every image: it is checked, and has nothing to decide here.)"""
+    _min_confidence(min_confidence)
     name = _userid(userid)
     service.enroll(name, _picture(service, image, "image"))
     return deepstack.registered()
