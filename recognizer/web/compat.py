@@ -38,7 +38,13 @@ def declare(api: hug.API, scope: Scopes, injected: Callable, max_bytes: Callable
     :param max_bytes: gives the largest image the service takes (read per request)
     """
     route = _Declare(api, injected)
+    _compreface(route, scope, max_bytes)
+    _deepstack(route, scope.with_form_key("api_key"), max_bytes)
+
+
+def _compreface(route: "_Declare", scope: Scopes, max_bytes: Callable[[], int]) -> None:
     images = inputs.image_bodies(max_bytes, COMPREFACE_BODIES)
+    subjects = inputs.image_bodies(max_bytes, inputs.FORM_TYPES)
     route.post(RECOGNITION + "/recognize", compreface_recognize, requires=scope.read,
                inputs=images)
     route.post(RECOGNITION + "/faces", compreface_add_face, requires=scope.admin, inputs=images,
@@ -48,7 +54,6 @@ def declare(api: hug.API, scope: Scopes, injected: Callable, max_bytes: Callable
     route.delete(RECOGNITION + "/faces/{image_id}", compreface_delete_face,
                  requires=scope.admin)
     route.get(RECOGNITION + "/subjects", compreface_subjects, requires=scope.read)
-    subjects = inputs.image_bodies(max_bytes, inputs.FORM_TYPES)
     route.post(RECOGNITION + "/subjects", compreface_add_subject, requires=scope.admin,
                inputs=subjects, status=falcon.HTTP_201)
     route.put(SUBJECTS, compreface_rename_subject, requires=scope.admin, inputs=subjects)
@@ -57,7 +62,11 @@ def declare(api: hug.API, scope: Scopes, injected: Callable, max_bytes: Callable
                inputs=images)
     route.post("/api/v1/detection/detect", compreface_detect, requires=scope.read,
                inputs=images)
-    keyed = scope.with_form_key("api_key")
+
+
+def _deepstack(route: "_Declare", keyed: Scopes, max_bytes: Callable[[], int]) -> None:
+    """DeepStack's routes: their scopes take the key from the form too (``keyed``), checked as
+    soon as the body is read."""
     image = {"inputs": inputs.image_bodies(max_bytes, ("multipart/form-data",)),
              "validate": keyed.check_form_key}
     form = {"inputs": inputs.image_bodies(max_bytes, DEEPSTACK_BODIES),
