@@ -25,8 +25,7 @@ NOT_NAMED_CEILING = 0.5
 # reported as certain, so every det_prob_threshold keeps it.
 DETECTION_PROBABILITY = 1.0
 # The stages the service times (recognizer.timing), by CompreFace's names where it has one.
-STAGES = {"decode": "decoder", "detect": "detector", "encode": "calculator", "match": "matcher",
-          "landmarks": "landmarks"}
+STAGES = {"decode": "decoder", "detect": "detector", "encode": "calculator", "match": "matcher"}
 DETECTORS = {"hog": "dlib.hog_frontal_face_detector", "cnn": "dlib.mmod_human_face_detector"}
 CALCULATOR = "dlib.face_recognition_resnet_model_v1"
 
