@@ -18,7 +18,7 @@ from recognizer import errors
 from recognizer.build import progress_bar
 from recognizer.streams import live
 from recognizer.web import cli as commands
-from recognizer.web import documents, inputs
+from recognizer.web import compat, documents, inputs
 from recognizer.web.devserver import keep_queries_out_of_request_logs
 from recognizer.web.middleware import Edge, error_headers
 from recognizer.web.routes import Routes
@@ -329,6 +329,9 @@ def docs(response, asset: inputs.text = "index.html"):
     response.content_type = found[1]
     response.set_header("Content-Security-Policy", documents.CSP)
     return found[0]
+
+
+compat.declare(api, scope, injected, lambda: _settings().max_image_bytes)  # CompreFace, DeepStack
 
 
 @hug.not_found(requires=scope.read)

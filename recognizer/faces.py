@@ -17,6 +17,8 @@ import dlib
 import numpy as np
 from PIL import Image, ImageFile
 
+from . import timing
+
 with warnings.catch_warnings():  # face_recognition_models still imports pkg_resources
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     import face_recognition
@@ -111,7 +113,8 @@ def detect_scaled(image: np.ndarray, scale: float, model: str = "hog",
                              else cv2.INTER_LINEAR)
     if min(resized.shape[:2]) < MIN_DETECT_SIDE:  # no face fits; dlib's CNN crashes on these
         return []
-    found = _locate(resized, model, upsample)
+    with timing.stage("detect"):
+        found = _locate(resized, model, upsample)
     boxes = [_to_original(location, scale, width, height) for location in found]
     return sorted((box for box in boxes if box.area > 0), key=lambda box: box.area, reverse=True)
 
@@ -152,7 +155,7 @@ def encode(image: np.ndarray, boxes: list[Box], num_jitters: int = 1) -> list[np
     """Compute the 128-d encoding of each box, at the image's full resolution."""
     if not boxes:
         return []
-    with _dlib_lock:
+    with timing.stage("encode"), _dlib_lock:
         encodings = face_recognition.face_encodings(
             image, [box.as_css() for box in boxes], num_jitters=num_jitters
         )

@@ -59,6 +59,10 @@ FACE_ID = Bound(1, 2**63 - 1)  # the largest id both store backends hold
 BUILD_WORKERS = Bound(1, 64)
 VIDEO_SCALE = Bound(0.1, 4, whole=False)
 VIDEO_EVERY = Bound(1, 300)
+# ... of the CompreFace and DeepStack surfaces (recognizer.compat)
+FACE_LIMIT = Bound(0, 1000)  # CompreFace's limit: the largest faces to answer for, 0 for all
+PROBABILITY = Bound(0, 1, whole=False)  # det_prob_threshold, min_confidence
+ZERO_BASED_PAGE = Bound(0, PAGE.high - 1)  # CompreFace numbers pages from 0
 
 # Settings (FACEREC_* variables) that are not also request parameters
 RATIO = Bound(0, 1, whole=False, above=True)

@@ -61,6 +61,26 @@ class PeoplePage(Record):
 
 
 @dataclass(frozen=True)
+class EnrolledFace(Record):
+    """One enrolled face's id and whose it is."""
+
+    face_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class FacesPage(Record):
+    """One page of the faces enrolled (everyone's, or one person's), in the order they were
+    added, and where it sits in the whole list."""
+
+    faces: list[EnrolledFace]
+    total: int
+    page: int
+    size: int
+    pages: int
+
+
+@dataclass(frozen=True)
 class Forgotten(Record):
     """A person deleted, and how many faces went with them."""
 

@@ -14,19 +14,21 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import build as building
-from . import encodings_file, enrolment, inspection, limits, pictures, verification
+from . import encodings_file, enrolment, inspection, limits, pictures, timing, verification
 from .access import Gate
 from .config import Settings
-from .errors import InvalidParameter, StoreUnavailable, TooMuchWork, UnknownPerson
+from .errors import InvalidParameter, StoreUnavailable, TooMuchWork, UnknownFace, UnknownPerson
 from .live_gallery import LiveGallery
 from .matching import Match, best_match
 from .names import check_name, check_names
 from .pictures import Picture
 from .results import (
     Detection,
+    EnrolledFace,
     Enrolment,
     Exported,
     FaceForgotten,
+    FacesPage,
     Forgotten,
     Health,
     ImageSize,
@@ -100,8 +102,9 @@ class FaceService:
                  top_k: int = 3) -> Match:
         """Decide who one face encoding is, against the store as it is now."""
         tolerance = self.settings.tolerance if tolerance is None else tolerance
-        return best_match(encoding, self.gallery.current(), tolerance, self.settings.ratio,
-                          top_k)
+        with timing.stage("match"):
+            return best_match(encoding, self.gallery.current(), tolerance, self.settings.ratio,
+                              top_k)
 
     def enroll(self, name: str, picture: Picture, largest_face: bool = False,
                force: bool = False) -> Enrolment:
@@ -201,6 +204,22 @@ class FaceService:
         """
         return self.store.person(check_name(name))
 
+    def faces(self, page: int = 1, size: int = PAGE_SIZE, name: str | None = None) -> FacesPage:
+        """One page of the faces enrolled, everyone's or one person's, in the order they were
+        added, each with its person's name. A page past the end is empty.
+
+        :raises InvalidParameter: page or size out of range, or an invalid name
+        :raises UnknownPerson: a name, and nobody of that name is enrolled
+        """
+        limits.PAGE.check("page", page)
+        limits.PAGE_SIZE.check("size", size)
+        name = None if name is None else check_name(name)
+        listing, total = self.store.faces((page - 1) * size, size, name)
+        if name is not None and not total:
+            raise UnknownPerson(name)
+        return FacesPage([EnrolledFace(*face) for face in listing], total, page, size,
+                         pages=-(-total // size))
+
     def forget(self, name: str) -> Forgotten:
         """Delete a person and all their data."""
         name = check_name(name)
@@ -219,6 +238,17 @@ class FaceService:
         left = self.store.delete_face(name, face_id)
         log.info("deleted a face (id %d, %d left)", face_id, left)
         return FaceForgotten(name, face_id, left)
+
+    def forget_face_by_id(self, face_id: int) -> FaceForgotten:
+        """Delete a face known by its id alone, whoever's it is (see forget_face).
+
+        :raises UnknownFace: no face has that id
+        """
+        limits.FACE_ID.check("face_id", face_id)
+        name = self.store.face_owner(face_id)
+        if name is None:
+            raise UnknownFace()
+        return self.forget_face(name, face_id)
 
     def rename(self, name: str, new_name: str) -> Renamed:
         """Give a person's faces a new name. When somebody already has that name, the two

@@ -14,7 +14,8 @@ from .errors import ImageTooLarge, InvalidParameter
 
 FORM_OVERHEAD = 64 * 1024  # room for boundaries, part headers and small text fields
 DATA_URI_PREFIX = 100  # room for "data:image/...;base64," before base64 text
-IMAGE_FIELDS = ("image", "other_image")  # form fields read as bytes even without a file name
+# Form fields read as bytes even without a file name: the service's, then CompreFace's.
+IMAGE_FIELDS = ("image", "other_image", "file", "source_image", "target_image")
 
 
 def encoded_limit(max_bytes: int) -> int:

@@ -60,6 +60,21 @@ SCOPES = {
     ("GET", "/webhooks/{webhook_id}"): "read",
     ("POST", "/streams"): "admin", ("DELETE", "/streams/{stream_id}"): "admin",
     ("POST", "/webhooks"): "admin", ("DELETE", "/webhooks/{webhook_id}"): "admin",
+    # CompreFace's API (recognizer.web.compat)
+    ("POST", "/api/v1/recognition/recognize"): "read",
+    ("POST", "/api/v1/recognition/faces"): "admin", ("GET", "/api/v1/recognition/faces"): "read",
+    ("DELETE", "/api/v1/recognition/faces"): "admin",
+    ("DELETE", "/api/v1/recognition/faces/{image_id}"): "admin",
+    ("GET", "/api/v1/recognition/subjects"): "read",
+    ("POST", "/api/v1/recognition/subjects"): "admin",
+    ("PUT", "/api/v1/recognition/subjects/{subject_name}"): "admin",
+    ("DELETE", "/api/v1/recognition/subjects/{subject_name}"): "admin",
+    ("POST", "/api/v1/verification/verify"): "read",
+    ("POST", "/api/v1/detection/detect"): "read",
+    # DeepStack's (its clients may send the key as the form field api_key)
+    ("POST", "/v1/vision/face"): "read", ("POST", "/v1/vision/face/recognize"): "read",
+    ("POST", "/v1/vision/face/register"): "admin", ("POST", "/v1/vision/face/list"): "read",
+    ("POST", "/v1/vision/face/delete"): "admin",
 }
 SCOPES |= {("HEAD", path): scope for (method, path), scope in SCOPES.items() if method == "GET"}
 READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}

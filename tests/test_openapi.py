@@ -20,9 +20,13 @@ How schemathesis is wired (schemathesis 4, in process, no network):
   never end), are left out of the copy: schemathesis reads every answer to its end. They are
   tested on their own (the tests after the runs: their errors, 401 and 429 against the spec,
   and the first parts of their answers read as a server sends them); over real HTTP in
-  tests/test_streams.py. Nothing else differs: base64 and ``data:`` URIs are generated from the
-  published patterns (which are exactly what the service decodes), so they reach the decoder
-  and get 415 there.
+  tests/test_streams.py. The CompreFace and DeepStack surfaces' image files (``CompatUpload``)
+  are drawn from the face photo and the photo without a face, as their clients send them
+  (random bytes would only ever be refused); and the examples of their operations that delete
+  or rename are pointed at people and a face the test enrolled for them (``enrol_compat``), so
+  that every operation has a request that succeeds. Nothing else differs: base64 and ``data:``
+  URIs are generated from the published patterns (which are exactly what the service decodes),
+  so they reach the decoder and get 415 there.
 - Before the open and the admin runs, the store holds what the spec's examples name:
   ``enrol_two``'s people, and ``seed_live``'s streams, events (an unknown face's, with its
   snapshot) and webhook.
@@ -44,7 +48,9 @@ How schemathesis is wired (schemathesis 4, in process, no network):
   the open service, which ignores keys by configuration (documented in the spec).
 - Two schema-local hooks keep the run honest and bounded. Skipped: a negative case whose
   invalid query parameter is also given, valid, in the body (the body's value wins, as the spec
-  says, so that request is valid); a "valid" case holding an unassigned character (schemathesis
+  says, so that request is valid); a negative form whose invalid values a form cannot carry
+  (``null`` is sent as the text "null", an empty list as no field: ``_valid_as_sent``); a
+  "valid" case holding an unassigned character (schemathesis
   4.32.5 generates ``\\p{M}`` from whole Unicode blocks, so such a name breaks the very pattern
   it was generated from). And a valid case with ``model=cnn`` is sent without upsampling (cnn
   with upsampling costs 1-9 s a photo on 2 cores).
@@ -66,8 +72,10 @@ Service bugs found while writing the spec are reproduced at the end, each as its
 
 import base64
 import copy
+import functools
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -81,6 +89,7 @@ import numpy as np
 import pytest
 import schemathesis
 import yaml
+from hypothesis import strategies as st
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -92,7 +101,7 @@ from werkzeug.test import Client
 
 import api
 from conftest import ROOT, face, no_face_image
-from recognizer import limits, uploads
+from recognizer import compat, limits, uploads
 from recognizer.store.streams import NewEvent
 from recognizer.web.scopes import declared
 
@@ -190,6 +199,27 @@ def test_openapi_json_and_yaml_serve_the_spec_even_to_a_caller_without_a_key(rec
     assert as_written.get_data() == SPEC.read_bytes()
 
 
+def test_person_names_keep_out_the_invisible_letters_and_marks_the_service_refuses():
+    """PersonName's pattern admits letters, marks and digits of any script; the service refuses
+    the default-ignorable ones among them (names.DEFAULT_IGNORABLE: fillers, variation
+    selectors, the combining grapheme joiner), and so does the pattern (those of the BMP: a
+    pattern cannot name the others portably)."""
+    from recognizer.errors import InvalidParameter
+    from recognizer.names import DEFAULT_IGNORABLE, check_name
+
+    pattern = published()["components"]["schemas"]["PersonName"]["pattern"]
+    validator = jsonschema_rs.validator_for({"type": "string", "pattern": pattern})
+    invisible = [chr(point) for low, high in DEFAULT_IGNORABLE if high < 0x10000
+                 for point in range(low, high + 1)
+                 if unicodedata.category(chr(point))[0] in "LMN"]
+    assert invisible  # (the fillers and joiners are there to test)
+    for character in invisible:
+        with pytest.raises(InvalidParameter):
+            check_name(f"A{character}b")
+        assert not validator.is_valid(f"A{character}b"), hex(ord(character))
+    assert validator.is_valid("Martin Luther King, Jr.") and validator.is_valid("Zoë")
+
+
 def test_the_spec_has_a_server_postman_can_import():
     (server,) = published()["servers"]
     assert server["url"] == "http://{host}:{port}"
@@ -221,8 +251,8 @@ def test_the_spec_and_hug_know_the_same_routes():
 
 def _example_path(path: str) -> str:
     for parameter, value in (("{name}", "Nobody"), ("{face_id}", "1"), ("{stream_id}", "1"),
-                             ("{event_id}", "1"), ("{webhook_id}", "1"),
-                             ("{asset}", "swagger-ui.css")):
+                             ("{event_id}", "1"), ("{webhook_id}", "1"), ("{image_id}", "1"),
+                             ("{subject_name}", "Nobody"), ("{asset}", "swagger-ui.css")):
         path = path.replace(parameter, value)
     return path
 
@@ -276,7 +306,9 @@ def test_every_parameter_hug_takes_is_documented_and_no_other():
 
 def test_the_one_header_a_route_reads_is_documented():
     """Only a route that takes the request can read a header of its own (X-API-Key and CORS's
-    are the middleware's): the event feed, which reads Last-Event-ID."""
+    are the middleware's): the event feed, which reads Last-Event-ID. (DeepStack's routes take
+    the request too, for the api_key form field their clients send: a body field, documented
+    in their bodies.)"""
     spec = published()
     headers = {(method, path, resolve(spec, parameter)["name"])
                for method, path, operation in operations(spec)
@@ -284,7 +316,8 @@ def test_the_one_header_a_route_reads_is_documented():
                if resolve(spec, parameter)["in"] == "header"}
     assert headers == {("GET", "/events/stream", "Last-Event-ID")}
     assert {route for route, interface in _hug_routes().items() if route[0] != "HEAD"
-            and "request" in interface.parameters} == {("GET", "/events/stream")}
+            and "request" in interface.parameters
+            and not route[1].startswith("/v1/vision/face")} == {("GET", "/events/stream")}
 
 
 def test_open_paths_and_scopes_are_declared():
@@ -598,7 +631,9 @@ def test_a_cross_site_request_to_an_admin_route_gets_the_documented_403(reconfig
                                   headers={"Sec-Fetch-Site": "cross-site",
                                            "Origin": "https://evil.example"})
         assert response.status_code == 403, (method, path)
-        assert response.get_json() == {"errors": {"origin": "cross_site_request"}}
+        refused = {"errors": {"origin": "cross_site_request"}}
+        in_shape = compat.reshaped_error(path, 403, refused)  # CompreFace's, DeepStack's
+        assert response.get_json() == (refused if in_shape is None else in_shape[1])
         _documented(method.upper(), path, response)
 
 
@@ -734,8 +769,11 @@ RUN = {
 
 @pytest.fixture
 def images(serve, httpserver):
-    """Local URLs: a face photo, a photo without a face, a page that is no image, and a 404."""
+    """Local URLs: a face photo, a photo without a face, a page that is no image, and a 404.
+    The compat surfaces' image files are drawn from the two photos (see with_photos)."""
     httpserver.expect_request("/missing.jpg").respond_with_data("gone", status=404)
+    schemathesis.openapi.format(PHOTO_FORMAT, st.sampled_from([face(FACE_PHOTO).read_bytes(),
+                                                               no_face_image()]))
     return {
         "face": serve(face(FACE_PHOTO), "/face.jpg"),
         "no_face": serve(no_face_image(), "/no_face.png", "image/png"),
@@ -797,6 +835,43 @@ def local_copy(spec: dict, urls: dict[str, str]) -> dict:
     return local
 
 
+PHOTO_FORMAT = "facerec-photo"  # the test copy's format of the compat surfaces' image files
+
+
+def with_photos(local: dict) -> None:
+    """The compat surfaces' image files (CompatUpload) are one of the two photos, as their
+    clients send them: random bytes would only ever be refused."""
+    upload = local["components"]["schemas"]["CompatUpload"]
+    local["components"]["schemas"]["CompatUpload"] = {
+        "type": "string", "format": PHOTO_FORMAT, "description": upload["description"]}
+
+
+def compat_examples(local: dict, enrolled: dict) -> None:
+    """Point the examples of the compat operations that delete or rename at people and a face
+    the test enrolled for them (see enrol_compat), so that each has an example that works."""
+    local["components"]["parameters"]["SubjectRequired"]["example"] = enrolled["faces_of"]
+    paths = local["paths"]
+    (face_id,) = paths["/api/v1/recognition/faces/{image_id}"]["delete"]["parameters"]
+    face_id["example"] = enrolled["face_id"]
+    subject = paths["/api/v1/recognition/subjects/{subject_name}"]
+    subject["put"]["parameters"][0]["example"] = enrolled["renamed"]
+    subject["delete"]["parameters"][0]["example"] = enrolled["deleted"]
+    bodies = local["components"]["requestBodies"]
+    bodies["CompreFaceRename"]["content"]["application/json"]["example"] = {
+        "subject": enrolled["renamed"] + " Again"}
+    for media in bodies["DeepStackUser"]["content"].values():
+        media["example"] = {"userid": enrolled["userid"]}
+
+
+def enrol_compat(url: str, key: str | None = None) -> dict:
+    """People, and a face, for the compat operations' examples to delete and rename."""
+    enrolled = {"faces_of": "Compat Faces", "renamed": "Compat Rename",
+                "deleted": "Compat Subject", "userid": "Compat Userid"}
+    for name in enrolled.values():
+        enrol(name, url, key)
+    return {**enrolled, "face_id": enrol("Compat Face", url, key)}
+
+
 def _strings(case) -> list[str]:
     """Every string a case sends: in its path (percent-encoded there), query and body."""
     found = [urllib.parse.unquote(str(value)) for value in (case.path_parameters or {}).values()]
@@ -818,10 +893,47 @@ def _fields(case) -> list[dict]:
     return [part for part in (case.query, case.body) if isinstance(part, dict)]
 
 
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _valid_as_sent(case) -> bool:
+    """Whether a negative form body is valid as a form carries it: schemathesis sends null as
+    the text "null" and a list as the field repeated (the first is used), so an invalid null
+    for a text field, or an empty list for an optional one, reaches the service valid."""
+    if case.media_type not in FORMS or not isinstance(case.body, dict):
+        return False
+    sent = {}
+    for name, value in case.body.items():
+        if isinstance(value, list):
+            if not value:
+                continue
+            value = value[0]
+        sent[name] = "null" if value is None else _json(value)
+    return _body_validator(case.method, case.path, case.media_type).is_valid(sent)
+
+
+def _json(value):
+    """A value with its files (schemathesis' Binary) as text: what a schema can judge."""
+    if isinstance(value, dict):
+        return {key: _json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json(item) for item in value]
+    return value if value is None or type(value) in (str, int, float, bool) else "binary"
+
+
+@functools.lru_cache(maxsize=64)
+def _body_validator(method: str, path: str, media_type: str):
+    spec = published()
+    operation = spec["paths"][path][method.lower()]
+    schema = resolve(spec, resolve(spec, operation["requestBody"])["content"][media_type]["schema"])
+    return jsonschema_rs.Draft4Validator({**schema, "components": spec["components"]})
+
+
 def add_hooks(schema) -> None:
     @schema.hook
     def filter_case(context, case):
-        """Skip a negative case whose invalid query parameter the body overrides (valid); and a
+        """Skip a negative case whose invalid query parameter the body overrides (valid); a
+        negative form whose invalid values a form cannot carry (see _valid_as_sent); and a
         "valid" case with an unassigned character, which no schema allows (schemathesis 4.32.5
         generates ``\\p{M}`` from whole blocks, U+20D0-U+20FF, unassigned code points
         included)."""
@@ -830,6 +942,8 @@ def add_hooks(schema) -> None:
         if case.meta.generation.mode.is_positive:
             return not any(unicodedata.category(character) == "Cn"
                            for text in _strings(case) for character in text)
+        if case.meta.is_negative_at(ParameterLocation.BODY) and _valid_as_sent(case):
+            return False
         if not case.meta.is_negative_at(ParameterLocation.QUERY):
             return True
         return not (isinstance(case.body, dict) and set(case.query or {}) & set(case.body))
@@ -850,11 +964,20 @@ def add_hooks(schema) -> None:
 # Where an image is given, and the codes that refuse an image for what it is (not decodable, no
 # usable face, over a limit, not fetched) or for how many were given: beyond a schema.
 IMAGE_FIELDS = frozenset({"image", "image_url", "image_base64", "other_image", "other_image_url",
-                          "other_image_base64"})
+                          "other_image_base64", "file", "source_image", "target_image"})
 IMAGE_CODES = frozenset({"missing_image", "several_images", "image_fetch_failed",
                          "image_too_large", "image_too_complex", "unsupported_image",
                          "image_truncated", "no_face", "multiple_faces", "small_face", "blurry",
                          "extreme_pose"})
+
+
+def service_errors(body: dict) -> dict[str, str]:
+    """The service's {field: code} of an error body: its own, or CompreFace's or DeepStack's,
+    whose message names each field and code ("field: code (detail); ...")."""
+    if "errors" in body:
+        return body["errors"]
+    words = body.get("message", body.get("error", ""))
+    return dict(re.findall(r"(?:^|; )([^:;]+): ([a-z_]+)", words))
 
 
 def refused_only_for_their_image(ctx, response, case):
@@ -867,7 +990,7 @@ def refused_only_for_their_image(ctx, response, case):
         return None
     if response.status_code not in (400, 413, 415, 422):
         return None
-    for field, code in response.json()["errors"].items():
+    for field, code in service_errors(response.json()).items():
         if field in IMAGE_FIELDS and code in IMAGE_CODES:
             continue
         if (case.operation.path == "/verify" and field == "name"
@@ -885,21 +1008,28 @@ def refused_only_for_their_image(ctx, response, case):
     return None
 
 
-def enrol(name: str, url: str, key: str | None = None) -> None:
+def enrol(name: str, url: str, key: str | None = None) -> int:
     headers = {"X-API-Key": key} if key else {}
     response = client().get("/enroll", query_string={"name": name, "image_url": url},
                             headers=headers)
     assert response.status_code == 201, response.get_data()
+    return response.get_json()["face_id"]
 
 
-def make_schema(urls: dict[str, str], answers: list | None = None, **config) -> object:
+def make_schema(urls: dict[str, str], answers: list | None = None,
+                enrolled: dict | None = None, **config) -> object:
     """The test-only copy, loaded with the run's configuration and bound to the WSGI app;
-    the (operation, status) of every answer to a documented method is appended to answers."""
+    the (operation, status) of every answer to a documented method is appended to answers.
+    enrolled: what enrol_compat enrolled, for the compat operations' examples."""
     served = json.loads(client().get("/openapi.json").get_data())
     settings = schemathesis.Config.from_dict(
         {**RUN, **config, "generation": {**RUN["generation"], **config.pop("generation", {})},
          "checks": {**RUN["checks"], **config.pop("checks", {})}})
-    schema = schemathesis.openapi.from_dict(local_copy(served, urls), config=settings)
+    local = local_copy(served, urls)
+    with_photos(local)
+    if enrolled is not None:
+        compat_examples(local, enrolled)
+    schema = schemathesis.openapi.from_dict(local, config=settings)
     schema.app = api.__hug_wsgi__
     add_hooks(schema)
     if answers is not None:
@@ -971,7 +1101,8 @@ def test_the_open_service_conforms(reconfigure, serve, images, subtests):
     enrol_two(serve)
     seed_live()
     answers = []
-    schema = make_schema(images, answers, checks={"ignored_auth": {"enabled": False}},
+    schema = make_schema(images, answers, enrol_compat(images["face"]),
+                         checks={"ignored_auth": {"enabled": False}},
                          generation={"max-examples": 25, "with-security-parameters": False})
     run_schemathesis(schema, subtests)
     succeeded = {label for label, status in answers if status < 300}
@@ -987,7 +1118,8 @@ def test_the_keyed_service_conforms_for_an_admin_key(reconfigure, serve, images,
     enrol_two(serve, ADMIN_KEY)
     seed_live(ADMIN_KEY)
     answers = []
-    schema = make_schema(images, answers, generation={"max-examples": 15},
+    schema = make_schema(images, answers, enrol_compat(images["face"], ADMIN_KEY),
+                         generation={"max-examples": 15},
                          phases={**RUN["phases"], "coverage": {"enabled": False}},
                          auth={"openapi": {"ApiKey": {"api_key": ADMIN_KEY}}})
     run_schemathesis(schema, subtests)
@@ -1005,7 +1137,8 @@ def test_the_keyed_service_answers_401_to_a_caller_without_a_key(reconfigure, im
     run_schemathesis(schema, subtests)
     spec = published()
     keyed = {f"{m} {p}" for m, p, operation in operations(spec) if "x-required-scope" in operation}
-    assert len(keyed) == 26
+    assert len(keyed) == 42  # 26 of the service's (13 of live video's), 11 of CompreFace's,
+    # and 5 of DeepStack's
     assert {label for label, _ in answers} == {f"{m} {p}" for m, p, _ in fuzzed(spec)}
     assert {status for label, status in answers if label in keyed} == {401}
     assert 401 not in {status for label, status in answers if label not in keyed}

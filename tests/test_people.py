@@ -19,6 +19,7 @@ import api
 from conftest import ROOT, face
 from recognizer import faces, images
 from recognizer.errors import UnknownFace, UnknownPerson
+from recognizer.results import FaceForgotten
 
 pytestmark = pytest.mark.store  # run on both store backends
 
@@ -217,6 +218,35 @@ def test_a_face_of_somebody_else_or_nobody_is_404_and_nothing_changes(env, encod
     nobody = hug.test.delete(api, f"people/carl/faces/{ada}")
     assert nobody.data == {"errors": {"name": "unknown_person"}}
     assert hug.test.get(api, "health").data == {"status": "ok", "person_count": 2, "face_count": 2}
+
+
+def test_faces_come_a_page_at_a_time_in_the_order_added_everyones_or_one_persons(env,
+                                                                                encodings):
+    service = api.get_service()
+    ids = add(encodings, "bob", 2) + add(encodings, "ada", 2) + add(encodings, "bob")
+    listed = service.faces(page=1, size=2)
+    assert [(face.face_id, face.name) for face in listed.faces] == [(ids[0], "bob"),
+                                                                     (ids[1], "bob")]
+    assert (listed.total, listed.pages) == (5, 3)
+    assert [face.face_id for face in service.faces(page=3, size=2).faces] == [ids[4]]
+    assert service.faces(page=4, size=2).faces == []
+    bobs = service.faces(page=1, size=10, name="bob")
+    assert [face.face_id for face in bobs.faces] == [ids[0], ids[1], ids[4]]
+    assert (bobs.total, bobs.pages) == (3, 1)
+    with pytest.raises(UnknownPerson):
+        service.faces(name="carl")
+
+
+def test_a_face_deleted_by_its_id_alone_leaves_its_owners_other_faces(env, encodings):
+    service = api.get_service()
+    ada, other = add(encodings, "ada", 2)
+    (bob,) = add(encodings, "bob")
+    assert service.forget_face_by_id(ada) == FaceForgotten("ada", ada, 1)
+    assert service.forget_face_by_id(bob) == FaceForgotten("bob", bob, 0)
+    for gone in (ada, bob, bob + 100):
+        with pytest.raises(UnknownFace):
+            service.forget_face_by_id(gone)
+    assert [face.face_id for face in service.faces().faces] == [other]
 
 
 @pytest.mark.parametrize("face_id", ["0", "-1", "abc", "1.5", "1e2", "+1", str(2**63),

@@ -259,6 +259,25 @@ class Store(StreamTables):
             ).fetchall()
         return [Person(name, int(count)) for name, count in rows]
 
+    def faces(self, offset: int = 0, limit: int = 1000,
+              name: str | None = None) -> tuple[list[tuple[int, str]], int]:
+        """Faces with their person's name, in the order they were added (by id): from offset, at
+        most limit of them, and how many there are in all, everyone's or one person's."""
+        where, parameters = ("", ()) if name is None else (" WHERE p.name = ?", (name,))
+        joined = "FROM faces f JOIN people p ON p.id = f.person_id" + where
+        with self._snapshot():
+            (total,) = self._one(f"SELECT COUNT(*) {joined}", parameters)
+            rows = self._execute(f"SELECT f.id, p.name {joined} ORDER BY f.id LIMIT ? OFFSET ?",
+                                 (*parameters, limit, offset)).fetchall()
+        return [(int(face_id), owner) for face_id, owner in rows], int(total)
+
+    def face_owner(self, face_id: int) -> str | None:
+        """The name of the person whose face this is, if it is stored."""
+        with self._lock:
+            row = self._one("SELECT p.name FROM faces f JOIN people p ON p.id = f.person_id"
+                            " WHERE f.id = ?", (face_id,))
+        return None if row is None else row[0]
+
     def person(self, name: str) -> PersonRecord:
         """A person and their faces.
 

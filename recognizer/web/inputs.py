@@ -63,6 +63,9 @@ event_id = _bounded(limits.FACE_ID, "An event's id")
 since_id = _bounded(limits.EVENT_ID, "Events after this id")
 event_limit = _bounded(limits.EVENT_LIMIT, "How many events to list")
 live_fps = _bounded(limits.LIVE_FPS, "Frames a second, at most")
+face_limit = _bounded(limits.FACE_LIMIT, "How many of the largest faces to answer for (0: all)")
+probability = _bounded(limits.PROBABILITY, "A probability")
+zero_based_page = _bounded(limits.ZERO_BASED_PAGE, "A page of the list, the first is 0")
 
 
 @hug.type(extend=hug.types.text)
@@ -99,6 +102,19 @@ def person_name(value):
         return check_name(value)
     except InvalidParameter as error:
         raise InvalidValue(error.message, error.detail) from None
+
+
+# CompreFace's face_plugins (openapi.yaml's FacePlugins schema has this pattern)
+PLUGIN_NAMES = re.compile(r" *[A-Za-z0-9_-]{1,40}(?: *, *[A-Za-z0-9_-]{1,40}){0,9} *")
+
+
+@hug.type(extend=hug.types.text)
+def plugin_names(value):
+    """1 to 10 names of face plugins, separated by commas, each 1-40 letters, digits, _ or -"""
+    if not PLUGIN_NAMES.fullmatch(value):
+        raise InvalidValue("invalid_value", "1 to 10 comma-separated names, each 1-40"
+                           " letters, digits, _ or -")
+    return tuple(name.strip() for name in value.split(","))
 
 
 @hug.type(extend=hug.types.text)
@@ -196,6 +212,9 @@ _JSON_TYPES = {
     "new_name": (str,), "image": (str,), "other_image": (str,),
     "source": (str,), "every": (int,), "scale": (int, float), "url": (str,),
     "events": (str, list), "people": (str, list), "unknown": (bool,), "secret": (str,),
+    # the CompreFace surface's (recognizer.web.compat)
+    "file": (str,), "source_image": (str,), "target_image": (str,), "subject": (str,),
+    "api_endpoint": (str,),
 }
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON's "\ud800" parses, but is no text
 _JSON_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number",
@@ -306,10 +325,10 @@ def _without_injected(parse: Callable | None) -> Callable | None:
     return parse_and_check
 
 
-def image_bodies(max_bytes: Callable[[], int]) -> _ByType:
+def image_bodies(max_bytes: Callable[[], int], types: tuple[str, ...] = IMAGE_TYPES) -> _ByType:
     """The bodies of the routes that take images: multipart forms, JSON, url-encoded forms and
-    raw images, none read past what ``max_bytes()`` allows (read per request: settings may
-    change), base64 included."""
+    raw images (or those of them that types names), none read past what ``max_bytes()``
+    allows (read per request: settings may change), base64 included."""
 
     def raw_image(body, content_length=0, **params):
         return {"image": uploads.read_raw(body, content_length, max_bytes())}
@@ -317,9 +336,10 @@ def image_bodies(max_bytes: Callable[[], int]) -> _ByType:
     def multipart(body, content_length=0, **params):
         return uploads.read_multipart(body, params.get("boundary"), content_length, max_bytes())
 
-    return _ByType({"multipart/form-data": multipart, "application/json": _json_object,
-                    "application/x-www-form-urlencoded": _strict(_form_or_image)},
-                   IMAGE_TYPES, images=raw_image)
+    parsers = {"multipart/form-data": multipart, "application/json": _json_object,
+               "application/x-www-form-urlencoded": _strict(_form_or_image)}
+    return _ByType({kind: parse for kind, parse in parsers.items() if kind in types}, types,
+                   images=raw_image if "image/*" in types else None)
 
 
 # The bodies of the routes that take fields only (POST /streams, /webhooks): JSON or a form.

@@ -1,7 +1,8 @@
 """What every request and response goes through, as one falcon middleware: a body over the
 limit is refused before it is read, a path parameter can't be replaced from the query, CORS
 for the origins allowed, every response hardened, and one log line that says what happened
-without saying to whom."""
+without saying to whom; and an error answered under another API's prefix (CompreFace's,
+DeepStack's: ``recognizer.compat``) is reshaped into that API's error body."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Callable
 import falcon
 import hug
 
+from .. import compat
 from ..config import Settings
 from ..errors import HostNotAllowed, ImageTooLarge, RecognizerError
 from ..uploads import body_limit
@@ -41,6 +43,24 @@ def error_headers(error: RecognizerError) -> dict[str, str]:
     """The headers an error's answer carries: Retry-After when rate limited."""
     retry_after = getattr(error, "retry_after", None)
     return {} if retry_after is None else {"Retry-After": str(retry_after)}
+
+
+def reshape_error(request: falcon.Request, response: falcon.Response) -> None:
+    """An error answered under another API's prefix (recognizer.compat), in that API's shape:
+    whatever gave it (a route, a requirement, validation, this middleware), it was made in the
+    service's shape, and its client reads another."""
+    if response.status[:1] not in "45" or compat.surface_of(request.path) is None:
+        return
+    raw = response.body if response.body is not None else response.data
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:  # (not JSON: nothing to reshape)
+        return
+    reshaped = compat.reshaped_error(request.path, int(response.status[:3]), body)
+    if reshaped is not None:
+        response.status = falcon.get_http_status(reshaped[0])
+        response.data = None
+        response.body = json.dumps(reshaped[1])
 
 
 def host_allowed(header: str, allowed: tuple[str, ...]) -> bool:
@@ -113,6 +133,7 @@ class Edge:
             allowed = response.get_header("Allow") or ", ".join(self.methods_of(request.path))
             refuse(response, falcon.HTTP_405, {"errors": {"method": "method_not_allowed"}},
                    {"Allow": allowed})
+        reshape_error(request, response)
         started = request.context.get("started", time.monotonic())
         method = request.method.encode("unicode_escape").decode("ascii")[:16]
         log.info("%s %s %s %.0fms", method, request.uri_template or "-", response.status,

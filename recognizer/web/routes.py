@@ -13,7 +13,8 @@ from . import inputs
 
 
 class Routes(hug.routing.URLRouter):
-    """``hug.http`` with those conventions; chain it as hug's (``routes.get("/people")``)."""
+    """``hug.http`` with those conventions; chain it as hug's (``routes.get("/people")``). A
+    route's own ``validate=`` runs first, before parameters it does not take are refused."""
 
     def __call__(self, api_function: Callable) -> Callable:
         accepted = tuple(name for name, parameter in
@@ -26,5 +27,14 @@ class Routes(hug.routing.URLRouter):
         route = object.__new__(Routes)  # (not where(): it would turn parse_body=False back on)
         route.route = {**self.route, "on_invalid": inputs.coded_errors,
                        "output_invalid": hug.output_format.json,  # whatever the route answers
-                       "validate": inputs.only(accepted), "accept": methods}
+                       "validate": _then(self.route.get("validate"), inputs.only(accepted)),
+                       "accept": methods}
         return hug.routing.URLRouter.__call__(route, api_function)
+
+
+def _then(first: Callable | None, second: Callable) -> Callable:
+    """Two hug validate= functions, one after the other: the first's errors, else the
+    second's."""
+    if first is None:
+        return second
+    return lambda parameters: first(parameters) or second(parameters)
