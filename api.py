@@ -79,8 +79,10 @@ def _settings():
 scope = Scopes(lambda: get_service().gate, lambda: _settings().cors_origins,
                lambda: _settings().trusted_proxy)
 IMAGES = inputs.image_bodies(lambda: _settings().max_image_bytes)
+# Routes whose fields (a camera's password, a webhook's secret) must stay out of URLs
+BODY_ONLY = frozenset({("POST", "/streams"), ("POST", "/webhooks")})
 api.http.add_middleware(Edge(api, lambda error: STATUS.get(type(error), falcon.HTTP_400),
-                             _settings))
+                             _settings, BODY_ONLY))
 hug.startup(api=api)(keep_queries_out_of_request_logs)
 hug.startup(api=api)(inputs.keep_commas_in_query_strings)
 

@@ -39,7 +39,7 @@ class InvalidParameter(RecognizerError):
 
     codes = ("missing_parameter", "unknown_parameter", "repeated_parameter", "out_of_range",
              "wrong_type",
-             "invalid_value", "invalid_name", "only_in_path", "malformed_body",
+             "invalid_value", "invalid_name", "only_in_path", "only_in_body", "malformed_body",
              "malformed_multipart", "missing_image", "several_images", "not_an_image_upload",
              "invalid_base64", "no_such_file", "not_a_file", "unreadable", "not_a_directory",
              "one_directory_only",

@@ -347,6 +347,19 @@ def test_sources_outside_the_listed_networks_are_refused(service, source, code):
     assert answer.status_code == 400 and answer.json()["errors"] == {"source": code}
 
 
+def test_a_camera_s_password_or_a_secret_is_never_taken_from_a_url(service):
+    base, _, _ = service
+    for path, fields in (("/streams", {"name": "door", "source": "rtsp://u:pw@127.0.0.1/x"}),
+                         ("/webhooks", {"url": "http://127.0.0.1/hook", "secret": "s" * 20})):
+        answer = call("POST", base, path, ADMIN, params=fields)
+        assert answer.status_code == 400
+        assert list(answer.json()["errors"].values()) == ["only_in_body"]
+        answer = call("POST", base, path, ADMIN, params={"limit": 1}, json=fields)
+        assert answer.json()["errors"] == {"limit": "only_in_body"}
+    assert call("GET", base, "/streams").json() == {"streams": []}
+    assert call("GET", base, "/webhooks").json() == {"webhooks": []}
+
+
 @pytest.mark.parametrize("url, code", [
     ("http://169.254.169.254/latest", "destination_not_allowed"),
     ("http://10.1.2.3/hook", "destination_not_allowed"),

@@ -77,6 +77,13 @@ class Frames:
             except OSError:
                 pass
 
+    def tidy(self) -> None:
+        """Remove the folder if nothing is left in it (a runner stops)."""
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass
+
 
 class Body:
     """A response body made part by part: the server calls ``read`` until it returns b""."""

@@ -103,11 +103,12 @@ class LiveVideo:
         if host != socket.gethostname():
             raise StreamElsewhere("stream_on_another_host", f"ask {host}")
 
-        def running() -> bool:
+        def running() -> bool:  # here, still
             try:
-                return self.store.stream(stream_id).runner is not None
+                runner = self.store.stream(stream_id).runner
             except Exception:  # deleted, or the store is away: the view ends
                 return False
+            return runner is not None and runner.split(":", 1)[0] == socket.gethostname()
 
         return live.mjpeg(self.frames, stream_id, fps, running)
 

@@ -148,6 +148,7 @@ class Runner:
         self.deliveries.close()
         for worker in workers:
             self.frames.remove(worker.row.id)
+        self.frames.tidy()
         if self.publisher is not None:
             for worker in workers:
                 worker.publish_status(force=True)

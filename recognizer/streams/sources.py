@@ -56,7 +56,7 @@ def parse(text: str) -> Source:
         host = parts.hostname
     except ValueError:
         raise _invalid("not a URL") from None
-    if parts.scheme.lower() not in SCHEMES or not host or parts.fragment:
+    if parts.scheme.lower() not in SCHEMES or not host or "#" in text:
         raise _invalid("rtsp://, rtsps://, http:// or https:// with a host, and no #fragment")
     scheme = parts.scheme.lower()
     return Source(text, scheme=scheme, host=host, port=port or SCHEMES[scheme])

@@ -237,8 +237,8 @@ def _strict(parse: Callable) -> Callable:
 
 
 def _json_object(body, **params):
-    """A JSON body: an object whose known fields have their JSON types (JSON's null is
-    taken as an absent field)."""
+    """A JSON body: an object whose known fields have their JSON types (null is a wrong type:
+    leave a field out instead) and hold text without lone surrogates."""
     fields = _strict(hug.input_format.json)(body, **params)
     if not isinstance(fields, dict):
         raise InvalidParameter("body", "malformed_body", "a JSON object")

@@ -74,12 +74,15 @@ class Edge:
     """The falcon middleware of the HTTP API."""
 
     def __init__(self, api: hug.API, status_of: Callable[[RecognizerError], str],
-                 settings: Callable[[], Settings]) -> None:
+                 settings: Callable[[], Settings],
+                 body_only: frozenset[tuple[str, str]] = frozenset()) -> None:
         """
         :param status_of: the HTTP status of a domain error (api.py's table)
         :param settings: gives the settings in force (read per request, never at import)
+        :param body_only: the (method, route) whose parameters are taken from the body only
         """
         self.api, self.status_of, self.settings = api, status_of, settings
+        self.body_only = body_only
 
     def process_request(self, request: falcon.Request, response: falcon.Response) -> None:
         """Before anything is read: a body over the limit is refused by its declared length,
@@ -113,10 +116,15 @@ class Edge:
     def process_resource(self, request: falcon.Request, response: falcon.Response, resource,
                          params: dict) -> None:
         """hug lets a query parameter replace a path parameter of the same name, so that
-        ``DELETE /people/alice?name=bob`` would delete bob: refuse such a request instead."""
+        ``DELETE /people/alice?name=bob`` would delete bob: refuse such a request instead. And
+        refuse a query string where the route takes its parameters from the body only."""
         repeated = sorted(set(params) & set(request.params))
         if repeated and not response.complete:
             refuse(response, falcon.HTTP_400, {"errors": {repeated[0]: "only_in_path"}})
+        elif (request.method, request.uri_template) in self.body_only and request.params \
+                and not response.complete:  # a camera's password or a secret: never in a URL
+            refuse(response, falcon.HTTP_400, {"errors": {sorted(request.params)[0]:
+                                                          "only_in_body"}})
 
     def process_response(self, request: falcon.Request, response: falcon.Response, resource,
                          succeeded: bool) -> None:
