@@ -49,6 +49,10 @@ STATUS = {
     errors.NameTaken: falcon.HTTP_409,
     errors.DestinationNotAllowed: falcon.HTTP_400,
     errors.StreamElsewhere: "421 Misdirected Request",
+    errors.UnknownSession: falcon.HTTP_404,
+    errors.SessionElsewhere: "421 Misdirected Request",
+    errors.SessionBusy: falcon.HTTP_409,
+    errors.TooManySessions: falcon.HTTP_503,
     errors.VideoUnavailable: falcon.HTTP_400,
     errors.Unauthorized: falcon.HTTP_401,
     errors.Forbidden: falcon.HTTP_403,
@@ -70,6 +74,13 @@ def get_service():
 def injected(default=None, **kwargs):
     """Inject the service; hug leaves directives out of CLI arguments."""
     return get_service()
+
+
+@hug.directive()
+def scope_of_key(default=None, request=None, **kwargs):
+    """Inject what the request's key may do (see Gate.scope_of)."""
+    return get_service().gate.scope_of(None if request is None
+                                       else request.get_header("X-API-Key"))
 
 
 def _settings():
@@ -159,9 +170,11 @@ def detect(service: injected, image_url: inputs.text = None, image=None, image_b
 
 @cli
 @routes.get("/people", parse_body=False, requires=scope.read)
-def people(service: injected, page: inputs.page_number = 1, size: inputs.page_size = 100):
-    """List everyone enrolled, in name order, a page at a time, with their face counts."""
-    return service.people(page, size)
+def people(service: injected, page: inputs.page_number = 1, size: inputs.page_size = 100,
+           search: inputs.text = None):
+    """List everyone enrolled (or whose name contains SEARCH), in name order, a page at a time,
+    with their face counts."""
+    return service.people(page, size, search)
 
 
 @cli.name("person")
@@ -235,9 +248,9 @@ def live_view(stream_id: inputs.stream_id, service: injected, response,
 @routes.get("/events", parse_body=False, requires=scope.read)
 def events(service: injected, since_id: inputs.since_id = 0, stream: inputs.stream_id = None,
            person: inputs.person_name = None, unknown: inputs.flag = False,
-           limit: inputs.event_limit = 100):
-    """Events (appear, change, leave) after since_id, oldest first."""
-    return service.live.events(since_id, stream, person, unknown, limit)
+           limit: inputs.event_limit = 100, newest: inputs.flag = False):
+    """Events (appear, change, leave) after since_id, oldest first; or the newest first."""
+    return service.live.events(since_id, stream, person, unknown, limit, newest)
 
 
 @routes.get("/events/stream", parse_body=False, requires=scope.read, output=documents.as_is)
@@ -292,6 +305,77 @@ def webhook(webhook_id: inputs.webhook_id, service: injected):
 def delete_webhook(webhook_id: inputs.webhook_id, service: injected):
     """Delete a webhook."""
     return service.live.delete_webhook(webhook_id)
+
+
+@routes.get("/unknown", parse_body=False, requires=scope.read)
+def unknown_faces(service: injected, limit: inputs.event_limit = 50):
+    """Recent unknown faces from the streams, newest first, each with how often it was seen."""
+    return service.live.unknown_faces(limit)
+
+
+@routes.post("/events/{event_id}/enroll", inputs=inputs.FORM_BODIES, status=falcon.HTTP_201,
+             requires=scope.admin)
+def name_unknown(event_id: inputs.event_id, name: inputs.person_name, service: injected):
+    """Who is this? Enrol an unknown face from its event; its next appearance is named."""
+    return service.live.name_unknown(event_id, name)
+
+
+@routes.post("/events/{event_id}/not", parse_body=False, requires=scope.admin)
+def not_them(event_id: inputs.event_id, service: injected):
+    """Not X: take a wrong name back from an event (and the face behind it, if it came from
+    "who is this?")."""
+    return service.live.correct(event_id)
+
+
+# -- webcam sessions: a browser's frames, tracked (the web app's live page) ---------------------
+
+
+@routes.post("/sessions", parse_body=False, status=falcon.HTTP_201, requires=scope.read)
+def open_session(service: injected):
+    """Open a webcam session: then POST its frames, one at a time."""
+    return service.sessions.open()
+
+
+@routes.post("/sessions/{session_id}/frames", inputs=IMAGES, requires=scope.frames)
+def session_frame(session_id: inputs.session_id, service: injected, image=None,
+                  image_base64=None):
+    """The faces in view after this frame (a JPEG), tracked and named."""
+    picture = service.picture_from_request(None, image, image_base64)
+    return service.sessions.frame(session_id, picture)
+
+
+@routes.delete("/sessions/{session_id}", parse_body=False, requires=scope.read)
+def close_session(session_id: inputs.session_id, service: injected):
+    """Close a webcam session."""
+    return service.sessions.close(session_id)
+
+
+@routes.post("/sessions/{session_id}/tracks/{track}/enroll", inputs=inputs.FORM_BODIES,
+             status=falcon.HTTP_201, requires=scope.admin)
+def name_track(session_id: inputs.session_id, track: inputs.track_id,
+               name: inputs.person_name, service: injected):
+    """Who is this? Enrol a face in view of a webcam session from its tracked encodings."""
+    encoding = service.sessions.encoding(session_id, track)
+    return service.enroll_encoding(name, encoding, f"session:{session_id.rsplit('.', 1)[1]}")
+
+
+@routes.get("/access", parse_body=False, requires=scope.read)
+def access(caller: scope_of_key):
+    """What the key sent may do: admin, read, or open (no keys configured)."""
+    return {"scope": caller}
+
+
+# -- the web app -------------------------------------------------------------------------------
+
+
+@routes.get(("/", "/app/{asset}"), parse_body=False, requires=scope.open, output=documents.as_is)
+def app(response, asset: inputs.text = "index.html"):
+    """The web app: recognise photos, the webcam and the cameras live, people, unknown faces."""
+    found = documents.app_file(asset) or documents.NOT_FOUND
+    response.status = falcon.HTTP_200 if found is not documents.NOT_FOUND else falcon.HTTP_404
+    response.content_type = found[1]
+    response.set_headers(documents.APP_HEADERS)
+    return found[0]
 
 
 @routes.get("/health", parse_body=False, requires=scope.open)

@@ -183,14 +183,26 @@ class Gate:
         """True when no keys are configured: anybody may call every endpoint."""
         return not self.keys
 
+    def scope_of(self, presented: str | None) -> str:
+        """What a key may do: ``admin``, ``read``, or ``open`` when no keys are configured
+        (anything); ``none`` for a missing or unknown key."""
+        if self.open:
+            return "open"
+        try:
+            return self._lookup(presented).scope
+        except Unauthorized:
+            return "none"
+
     def check(self, needed: str | None, presented: str | None, query: set[str],
-              client: str) -> None:
+              client: str, metered: bool = True) -> None:
         """Let the request through, or raise.
 
         :param needed: the scope the route declares, None for an open route
         :param presented: the X-API-Key header, if any
         :param query: the names of the query-string parameters (a key there is refused)
         :param client: the caller's address, the rate-limit bucket when the service is open
+        :param metered: spend from the rate limit (a webcam session's frames do not: one at a
+            time per session bounds them)
         :raises Unauthorized: missing_api_key, invalid_api_key or api_key_in_query
         :raises Forbidden: insufficient_scope
         :raises RateLimited: over the rate limit, or too many failed authentications lately
@@ -213,7 +225,7 @@ class Gate:
             if needed == "admin" and key.scope != "admin":
                 raise Forbidden()
             label = key.label
-        if self.buckets is not None and (wait := self.buckets.take(label)) > 0:
+        if metered and self.buckets is not None and (wait := self.buckets.take(label)) > 0:
             raise RateLimited(math.ceil(wait))
 
     def _lookup(self, presented: str | None) -> Key:

@@ -275,6 +275,46 @@ class StreamElsewhere(RecognizerError):
         super().__init__("stream_id", message, detail)
 
 
+class UnknownSession(RecognizerError):
+    """No webcam session has that id here (closed, or idle too long), or it has no such track
+    in view."""
+
+    codes = ("unknown_session", "unknown_track")
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__("session_id" if message == "unknown_session" else "track", message,
+                         detail)
+
+
+class SessionElsewhere(RecognizerError):
+    """The webcam session lives on another host; the detail names it."""
+
+    codes = ("session_on_another_host",)
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("session_id", "session_on_another_host", detail)
+
+
+class SessionBusy(RecognizerError):
+    """The session is still working on its previous frame: send one at a time."""
+
+    codes = ("session_busy",)
+
+    def __init__(self) -> None:
+        super().__init__("session_id", "session_busy", "send one frame at a time")
+
+
+class TooManySessions(RecognizerError):
+    """As many webcam sessions are open as this process takes; retry after ``retry_after``
+    seconds."""
+
+    codes = ("too_many_sessions",)
+
+    def __init__(self, most: int) -> None:
+        super().__init__("session", "too_many_sessions", f"at most {most} at once")
+        self.retry_after = 5
+
+
 class WorkersFailed(RecognizerError):
     """Build's worker processes keep dying, whatever they are given."""
 

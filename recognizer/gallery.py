@@ -187,6 +187,17 @@ class Gallery:
                 return None if adjusted is None else adjusted[1]
             return float(np.linalg.norm(self._sums[slot] / self._counts[slot] - probe))
 
+    def nearest_face(self, name: str, encoding: np.ndarray) -> int | None:
+        """The id of one person's face nearest to an encoding (None: nobody of that name)."""
+        probe = as_vector(encoding)
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None:
+                return None
+            rows = np.flatnonzero(self._owner == slot)
+            best = rows[int(np.argmin(np.linalg.norm(self._encodings[rows] - probe, axis=1)))]
+            return next(face_id for face_id, row in self._rows.items() if row == best)
+
     # Changes. Each of these runs under the lock.
 
     def _drop(self, face_ids: set[int]) -> np.ndarray:

@@ -42,6 +42,7 @@ from .results import (
 )
 from .sandbox import Decoders
 from .store import PersonRecord, Store, open_store
+from .sessions import Sessions
 from .streams.operations import LiveVideo
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class FaceService:
                          settings.rate_state_path, settings.auth_failures)
         self.announced = False  # whether a server has logged what it runs with
         self.decoders = Decoders()  # a request's images are decoded in these processes
-        self.live = LiveVideo(settings, self.store)  # streams, events, presence, webhooks
+        # streams, events, presence, webhooks; and webcam sessions (in this process)
+        self.live = LiveVideo(settings, self.store, self.identify)
+        self.sessions = Sessions(self)
 
     # -- images -------------------------------------------------------------------------------
 
@@ -128,6 +131,19 @@ class FaceService:
         log.info("enrolled a face (id %d)%s", face_id, " with warnings" if warnings else "")
         return Enrolment(name, face_id, count, [] if duplicate else warnings, duplicate)
 
+    def enroll_encoding(self, name: str, encoding: np.ndarray, source: str) -> Enrolment:
+        """Add a face from a tracked face's encoding ("who is this?" from a webcam session),
+        with the same name checks and wrong-label warnings as an image's."""
+        name = check_name(name)
+        strict = self.settings.strict_names
+        if strict:
+            enrolment.name_warnings(self.store, name, strict=True)
+        warnings = enrolment.label_warnings(self.settings, self.gallery, name, encoding)
+        face_id, count, _ = self.store.add_face_once(name, encoding, source, None,
+                                                     distinct=strict)
+        log.info("enrolled a face (id %d) from a tracked face", face_id)
+        return Enrolment(name, face_id, count, warnings)
+
     def detect(self, picture: Picture, model: str | None = None,
                upsample: int | None = None) -> Detection:
         """Every face's box, landmarks and quality; no store is read (see ``inspection``)."""
@@ -185,16 +201,27 @@ class FaceService:
 
     # -- people -------------------------------------------------------------------------------
 
-    def people(self, page: int = 1, size: int = PAGE_SIZE) -> PeoplePage:
-        """One page of everyone enrolled, in name order (by code point), with their face counts.
-        A page past the end is empty.
+    def people(self, page: int = 1, size: int = PAGE_SIZE,
+               search: str | None = None) -> PeoplePage:
+        """One page of everyone enrolled (or of those whose name contains ``search``, in any
+        case), in name order (by code point), with their face counts. A page past the end is
+        empty.
 
-        :raises InvalidParameter: page or size out of range (``limits.PAGE``, ``PAGE_SIZE``)
+        :raises InvalidParameter: page or size out of range (``limits.PAGE``, ``PAGE_SIZE``),
+            a search of more than 100 characters
         """
         limits.PAGE.check("page", page)
         limits.PAGE_SIZE.check("size", size)
-        total = len(self.gallery.current())
-        listing = self.store.people(offset=(page - 1) * size, limit=size)
+        offset = (page - 1) * size
+        if search:
+            if len(search) > 100:
+                raise InvalidParameter("search", "invalid_value", "at most 100 characters")
+            folded = search.casefold()
+            found = [name for name in self.gallery.current().names if folded in name.casefold()]
+            total, listing = len(found), self.store.people_named(found[offset:offset + size])
+        else:
+            total = len(self.gallery.current())
+            listing = self.store.people(offset=offset, limit=size)
         return PeoplePage(listing, total, page, size, pages=-(-total // size))
 
     def person(self, name: str) -> PersonRecord:

@@ -259,6 +259,18 @@ class Store(StreamTables):
             ).fetchall()
         return [Person(name, int(count)) for name, count in rows]
 
+    def people_named(self, names: Sequence[str]) -> list[Person]:
+        """These people with their face counts, in name order (those enrolled)."""
+        found: list[Person] = []
+        with self._lock:
+            for start in range(0, len(names), ID_CHUNK):
+                chunk = list(names[start:start + ID_CHUNK])
+                found += [Person(name, int(count)) for name, count in self._execute(
+                    "SELECT p.name, COUNT(f.id) FROM people p JOIN faces f ON f.person_id ="
+                    f" p.id WHERE p.name IN ({','.join('?' * len(chunk))}) GROUP BY p.id,"
+                    " p.name", chunk).fetchall()]
+        return sorted(found, key=lambda person: person.name)
+
     def faces(self, offset: int = 0, limit: int = 1000,
               name: str | None = None) -> tuple[list[tuple[int, str]], int]:
         """Faces with their person's name, in the order they were added (by id): from offset, at

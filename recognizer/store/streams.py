@@ -313,9 +313,9 @@ class StreamTables(StoreCore):
 
     def events(self, since_id: int = 0, stream_id: int | None = None,
                name: str | None = None, unknown: bool = False,
-               limit: int = 100) -> list[EventRow]:
-        """Events after ``since_id``, oldest first, of one stream, one person or unknown faces
-        only, if asked."""
+               limit: int = 100, newest: bool = False) -> list[EventRow]:
+        """Events after ``since_id``, oldest first (or the newest, newest first), of one
+        stream, one person or unknown faces only, if asked."""
         where, parameters = ["e.id > ?"], [since_id]
         if stream_id is not None:
             where.append("e.stream_id = ?")
@@ -329,7 +329,8 @@ class StreamTables(StoreCore):
             rows = self._execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id"
                 " LEFT JOIN event_faces f ON f.event_id = e.id"
-                f" WHERE {' AND '.join(where)} ORDER BY e.id LIMIT ?",
+                f" WHERE {' AND '.join(where)} ORDER BY e.id{' DESC' if newest else ''}"
+                " LIMIT ?",
                 (*parameters, limit)).fetchall()
         return [EventRow(int(r[0]), int(r[1]), r[2], r[3], int(r[4]), float(r[5]), r[6], r[7],
                          json.loads(r[8]), json.loads(r[9] or "{}"), bool(r[10]))
@@ -352,6 +353,83 @@ class StreamTables(StoreCore):
         if row is None:
             raise UnknownEvent()
         return blob_to_encoding(bytes(row[0])), None if row[1] is None else bytes(row[1])
+
+    def unknown_faces(self, limit: int) -> list[tuple[EventRow, np.ndarray]]:
+        """The newest unknown faces that keep an encoding (one per track: where it appeared,
+        or its first event kept), newest first."""
+        with self._lock:
+            rows = self._execute(
+                f"SELECT {_EVENT_COLUMNS}, f.encoding FROM events e JOIN streams s"
+                " ON s.id = e.stream_id JOIN event_faces f ON f.event_id = e.id WHERE e.id IN"
+                " (SELECT MIN(id) FROM events WHERE id IN (SELECT event_id FROM event_faces)"
+                " GROUP BY stream_id, track) ORDER BY e.id DESC LIMIT ?", (limit,)).fetchall()
+        return [(EventRow(int(r[0]), int(r[1]), r[2], r[3], int(r[4]), float(r[5]), r[6], r[7],
+                          json.loads(r[8]), json.loads(r[9] or "{}"), bool(r[10])),
+                 blob_to_encoding(bytes(r[11]))) for r in rows]
+
+    def name_unknown_face(self, event_id: int, name: str, source: str) -> tuple[int, int]:
+        """Enrol an unknown face from its event ("who is this?"): its track's mean encoding
+        becomes one of the person's faces (created if new), the track's events take the
+        name, and its encodings and snapshots leave the events (they are the person's now).
+
+        :return: (the new face's id, the person's face count)
+        :raises UnknownEvent: no event of an unknown face with an encoding has that id
+        """
+        with self._write():
+            row = self._one("SELECT e.stream_id, e.track, f.encoding FROM events e JOIN"
+                            " event_faces f ON f.event_id = e.id WHERE e.id = ? AND"
+                            " e.name IS NULL", (event_id,))
+            if row is None:
+                raise UnknownEvent()
+            stream_id, track, blob = row
+            added = self._insert_face(name, bytes(blob), source)
+            self._execute("DELETE FROM event_faces WHERE event_id IN (SELECT id FROM events"
+                          " WHERE stream_id = ? AND track = ?)", (stream_id, track))
+            self._execute("UPDATE events SET name = ? WHERE stream_id = ? AND track = ?",
+                          (name, stream_id, track))
+        self._reclaim_events()
+        return added
+
+    def correct_event(self, event_id: int,
+                      loop_sources: tuple[str, ...]) -> tuple[str, int | None]:
+        """"Not X": a named event was wrong. The track's events lose the name (the correction
+        is kept with them, as ``corrected_from``), and the face that named it goes if it came
+        from the "who is this?" loop (its source begins with one of loop_sources).
+
+        :return: (the name taken back, the id of the face deleted, if one was)
+        :raises UnknownEvent: no event with a name has that id
+        """
+        with self._write():
+            row = self._one("SELECT stream_id, track, name, extra FROM events WHERE id = ? AND"
+                            " name IS NOT NULL", (event_id,))
+            if row is None:
+                raise UnknownEvent()
+            stream_id, track, name, extra = row
+            face_id = json.loads(extra or "{}").get("face_id")
+            face = None if face_id is None else self._one(
+                "SELECT f.person_id, f.source FROM faces f JOIN people p ON p.id = f.person_id"
+                " WHERE f.id = ? AND p.name = ?", (face_id, name))
+            removed = None
+            if face is not None and face[1].startswith(loop_sources):
+                self._execute("UPDATE files SET outcome = 'deleted', face_id = NULL"
+                              " WHERE face_id = ?", (face_id,))
+                self._execute("DELETE FROM faces WHERE id = ?", (face_id,))
+                if not self._face_count(face[0]):
+                    self._execute("DELETE FROM people WHERE id = ?", (face[0],))
+                    self._forget_sightings(name)
+                removed = int(face_id)
+            for other_id, other_extra in self._execute(
+                    "SELECT id, extra FROM events WHERE stream_id = ? AND track = ? AND"
+                    " name = ?", (stream_id, track, name)).fetchall():
+                corrected = json.loads(other_extra or "{}") | {"corrected_from": name}
+                corrected.pop("face_id", None)
+                self._execute("UPDATE events SET name = NULL, confidence = NULL, extra = ?"
+                              " WHERE id = ?", (json.dumps(corrected), other_id))
+            self._execute("UPDATE presence SET present = 0 WHERE name = ? AND stream_id = ?",
+                          (name, stream_id))
+        if removed is not None:
+            self._reclaim()
+        return name, removed
 
     def presence(self) -> list[PresenceRow]:
         """Who has been seen on which stream: in view now only while the stream's runner holds

@@ -8,10 +8,14 @@ import secrets
 import socket
 import unicodedata
 from datetime import datetime, timezone
+from typing import Callable
 from urllib.parse import urlsplit
+
+import numpy as np
 
 from .. import limits
 from ..config import Settings
+from ..matching import Match
 from ..errors import (
     DestinationNotAllowed,
     InvalidParameter,
@@ -24,19 +28,26 @@ from ..names import check_name
 from ..store import Store
 from . import live, sources
 from .records import (
+    Corrected,
     Event,
     Events,
+    Named,
     Presence,
     Sighting,
     Stream,
     StreamDeleted,
     Streams,
+    UnknownFace,
+    UnknownFaces,
     Webhook,
     WebhookDeleted,
     Webhooks,
+    iso,
 )
 
 EVENT_KINDS = ("appear", "change", "leave")
+UNKNOWN_SCANNED = 500  # unknown tracks looked at for the list of unknown faces, newest first
+LOOP_SOURCES = ("event:", "session:")  # faces "who is this?" enrolled
 STREAM_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 MIN_SECRET = 16  # characters of a webhook's secret, at least
 
@@ -48,8 +59,12 @@ def _now() -> str:
 class LiveVideo:
     """Streams, their events and who they see, and the webhooks that are told."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings, self.store = settings, store
+    def __init__(self, settings: Settings, store: Store,
+                 identify: Callable[[np.ndarray], Match]) -> None:
+        """
+        :param identify: who an encoding is now (the service's decision)
+        """
+        self.settings, self.store, self.identify = settings, store, identify
         self.frames = live.Frames(settings.live_folder)
 
     # -- streams -----------------------------------------------------------------------------
@@ -115,12 +130,14 @@ class LiveVideo:
     # -- events ------------------------------------------------------------------------------
 
     def events(self, since_id: int = 0, stream_id: int | None = None,
-               person: str | None = None, unknown: bool = False, limit: int = 100) -> Events:
-        """Events after since_id, oldest first, filtered by stream, person or unknown faces."""
+               person: str | None = None, unknown: bool = False, limit: int = 100,
+               newest: bool = False) -> Events:
+        """Events after since_id, oldest first (or the newest ones, newest first), filtered by
+        stream, person or unknown faces."""
         self._check_filters(since_id, limit, unknown, person)
-        found = self.store.events(since_id, stream_id, person, unknown, limit)
-        return Events([Event.of(row) for row in found],
-                      found[-1].id if found else since_id)
+        found = self.store.events(since_id, stream_id, person, unknown, limit, newest)
+        last = max((row.id for row in found), default=since_id)
+        return Events([Event.of(row) for row in found], last)
 
     def _check_filters(self, since_id: int, limit: int, unknown: bool,
                        person: str | None) -> None:
@@ -157,6 +174,44 @@ class LiveVideo:
         if jpeg is None:
             raise UnknownEvent("no_snapshot")
         return jpeg
+
+    def unknown_faces(self, limit: int = 50) -> UnknownFaces:
+        """Recent unknown faces, newest first: each face once, with how often it was seen (the
+        unknown tracks within the tolerance of each other), and none that is somebody now."""
+        limits.EVENT_LIMIT.check("limit", limit)
+        groups: list[tuple[np.ndarray, list]] = []
+        for row, encoding in self.store.unknown_faces(UNKNOWN_SCANNED):
+            if self.identify(encoding).name is not None:
+                continue  # enrolled since
+            for first, members in groups:
+                if np.linalg.norm(first - encoding) <= self.settings.tolerance:
+                    members.append(row)
+                    break
+            else:
+                groups.append((encoding, [row]))
+        return UnknownFaces([UnknownFace(
+            rows[0].id, {"id": rows[0].stream_id, "name": rows[0].stream}, iso(rows[-1].at),
+            iso(rows[0].at), len(rows), next((r.id for r in rows if r.snapshot), None),
+            [r.id for r in rows]) for _, rows in groups[:limit]])
+
+    def name_unknown(self, event_id: int, name: str) -> Named:
+        """"Who is this?": enrol an unknown face from its event, as name; its next appearance
+        is named.
+
+        :raises UnknownEvent: no event of an unknown face (that keeps its encoding) has that id
+        """
+        name = check_name(name)
+        face_id, count = self.store.name_unknown_face(event_id, name, f"event:{event_id}")
+        return Named(event_id, name, face_id, count)
+
+    def correct(self, event_id: int) -> Corrected:
+        """"Not X": take a wrong name back from an event's track; the face that gave it goes
+        if it came from "who is this?".
+
+        :raises UnknownEvent: no event with a name has that id
+        """
+        name, deleted = self.store.correct_event(event_id, LOOP_SOURCES)
+        return Corrected(event_id, name, deleted)
 
     def presence(self) -> Presence:
         """Who is in view now, on which stream and since when; and who was seen before."""

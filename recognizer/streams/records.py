@@ -97,12 +97,13 @@ class Event(Record):
     box: dict
     snapshot: bool
     duration: float | None = None
+    corrected_from: str | None = None
 
     @classmethod
     def of(cls, row: EventRow) -> "Event":
         return cls(row.id, row.kind, {"id": row.stream_id, "name": row.stream}, row.track,
                    iso(row.at), row.name, row.confidence, row.box, row.snapshot,
-                   row.extra.get("duration"))
+                   row.extra.get("duration"), row.extra.get("corrected_from"))
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,47 @@ class Events(Record):
 
     events: list[Event]
     next_since_id: int
+
+
+@dataclass(frozen=True)
+class UnknownFace(Record):
+    """A face nobody is enrolled as, seen on the streams: its first sighting (the event to
+    enrol it from, with "who is this?"), and how often such a face was seen lately."""
+
+    event_id: int
+    stream: dict
+    time: str
+    last_seen: str
+    seen: int
+    snapshot_event_id: int | None
+    event_ids: list[int]
+
+
+@dataclass(frozen=True)
+class UnknownFaces(Record):
+    """Recent unknown faces, newest first; the same face seen again counts once."""
+
+    faces: list[UnknownFace]
+
+
+@dataclass(frozen=True)
+class Named(Record):
+    """An unknown face enrolled: the person's new face, from the event's track."""
+
+    event_id: int
+    name: str
+    face_id: int
+    face_count: int
+
+
+@dataclass(frozen=True)
+class Corrected(Record):
+    """A wrong name taken back from an event's track, and the face that gave it, if it came
+    from the "who is this?" loop (deleted)."""
+
+    event_id: int
+    name: str
+    deleted_face: int | None
 
 
 @dataclass(frozen=True)

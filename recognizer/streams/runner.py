@@ -278,10 +278,15 @@ class StreamWorker:
             self.runner.frames.publish(self.row.id, video.jpeg(video.annotate(frame, tracks)))
 
     def _extras(self, track: Track, rgb: np.ndarray | None) -> dict:
-        """An unknown track's mean encoding, and with FACEREC_SNAPSHOTS its face's snapshot."""
-        if track.name is not None or not track.encodings:
+        """An unknown track's mean encoding, and with FACEREC_SNAPSHOTS its face's snapshot; a
+        named track's nearest face of that person (so that "not X" can find it)."""
+        if not track.encodings:
             return {}
-        extra: dict = {"encoding": np.mean(track.encodings, axis=0)}
+        mean = np.mean(track.encodings, axis=0)
+        if track.name is not None:
+            gallery = self.runner.service.gallery.current()
+            return {"face_id": gallery.nearest_face(track.name, mean)}
+        extra: dict = {"encoding": mean}
         if self.runner.settings.snapshots and rgb is not None:
             extra["snapshot"] = video.snapshot(rgb, track.box)
         return extra
@@ -290,7 +295,7 @@ class StreamWorker:
         """Store one event and the presence it changes, then pass it on."""
         at, track = started + event["time"], self.tracks_before + event["track"]
         self.last_track = max(self.last_track, track)
-        extra = {"duration": event["duration"]} if "duration" in event else {}
+        extra = {key: event[key] for key in ("duration", "face_id") if event.get(key) is not None}
         new = NewEvent(event["event"], track, at, event["name"], event["confidence"],
                        event["box"], extra, event.get("encoding"), event.get("snapshot"))
         presence = self._presence(new)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import mimetypes
+import re
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,30 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline';
 
 
 NOT_FOUND = (b'{"errors": {"path": "not_found"}}', "application/json; charset=utf-8")
+
+# The web app: plain ES modules, a stylesheet and a page, from static/app (no build step).
+APP = ROOT / "static" / "app"
+APP_ASSET = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\.(?:js|css|html|svg)")
+# The app's own: nothing inline, nothing from elsewhere; the camera for this origin only.
+APP_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
+                               " img-src 'self' blob: data: https:; media-src 'self' blob:;"
+                               " connect-src 'self'; base-uri 'none'; form-action 'none';"
+                               " frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), payment=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def app_file(name: str) -> tuple[bytes, str] | None:
+    """(bytes, content type) of one of the web app's files, or None for any other name."""
+    if not APP_ASSET.fullmatch(name) or not (APP / name).is_file():
+        return None
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return (APP / name).read_bytes(), kind + "; charset=utf-8"
 
 
 @functools.lru_cache(maxsize=1)

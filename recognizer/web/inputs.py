@@ -63,6 +63,7 @@ event_id = _bounded(limits.FACE_ID, "An event's id")
 since_id = _bounded(limits.EVENT_ID, "Events after this id")
 event_limit = _bounded(limits.EVENT_LIMIT, "How many events to list")
 live_fps = _bounded(limits.LIVE_FPS, "Frames a second, at most")
+track_id = _bounded(limits.FACE_ID, "A track's id")
 face_limit = _bounded(limits.FACE_LIMIT, "How many of the largest faces to answer for (0: all)")
 probability = _bounded(limits.PROBABILITY, "A probability")
 zero_based_page = _bounded(limits.ZERO_BASED_PAGE, "A page of the list, the first is 0")
@@ -122,6 +123,14 @@ def stream_name(value):
     """1-64 letters, digits, _ . - beginning with a letter or digit"""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
         raise InvalidValue("invalid_name", stream_name.__doc__)
+    return value
+
+
+@hug.type(extend=hug.types.text)
+def session_id(value):
+    """A webcam session's id, as POST /sessions gave it"""
+    if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}\.[A-Za-z0-9_-]{16}", value):
+        raise InvalidValue("invalid_value", "a session's id, as POST /sessions gave it")
     return value
 
 

@@ -41,6 +41,9 @@ class Scopes:
         self.open = self._requirement(None, "Open to everyone, with or without a key")
         self.read = self._requirement("read", "Needs a read or admin API key (X-API-Key)")
         self.admin = self._requirement("admin", "Needs an admin API key (X-API-Key)")
+        self.frames = self._requirement("read", "Needs a read or admin API key (X-API-Key);"
+                                        " not rate limited: one frame at a time per session",
+                                        metered=False)
         self._gate, self._origins, self._proxied = gate, origins, proxied
         self.form_key = form_key
 
@@ -67,7 +70,7 @@ class Scopes:
                                set(request.params), client(request, self._proxied()))
         return {}
 
-    def _requirement(self, scope: str | None, doc: str) -> Callable:
+    def _requirement(self, scope: str | None, doc: str, metered: bool = True) -> Callable:
         def check(request=None, response=None, context=None, module=None, **kwargs) -> bool:
             if isinstance(request, falcon.Request):  # (hug gives the CLI its argv)
                 if scope == "admin" and _cross_site(request, self._origins()):
@@ -78,12 +81,12 @@ class Scopes:
                     request.context[DEFERRED] = scope  # the body may hold it: see check_form_key
                     return True
                 self._gate().check(scope, key, set(request.params),
-                                   client(request, self._proxied()))
+                                   client(request, self._proxied()), metered)
             return True
 
         check.scope = scope
         check.__doc__ = doc
-        check.__name__ = f"scope_{scope or 'open'}"
+        check.__name__ = f"scope_{scope or 'open'}{'' if metered else '_unmetered'}"
         return check
 
 
