@@ -368,6 +368,12 @@ def access(caller: scope_of_key):
 # -- the web app -------------------------------------------------------------------------------
 
 
+@routes.get("/favicon.ico", parse_body=False, requires=scope.open, output=documents.as_is)
+def favicon(response):
+    """The app's icon, where browsers look for one."""
+    return app(response, "icon.svg")
+
+
 @routes.get(("/", "/app/{asset}"), parse_body=False, requires=scope.open, output=documents.as_is)
 def app(response, asset: inputs.text = "index.html"):
     """The web app: recognise photos, the webcam and the cameras live, people, unknown faces."""

@@ -11,8 +11,9 @@ With no keys at all the service is open, and says so once at start-up.
 The rate limit is a token bucket per key (per client address when the service is open):
 ``rate`` requests a second on average, bursts of up to ``burst``. The buckets live in a small
 SQLite file in shared memory, so that every worker process of a host spends from the same
-ones. Failed authentication spends from the caller's address's own bucket
-(``failures`` at once, refilled at ``FAILURES_RATE``): guessing keys soon gets 429, not 401.
+ones. A wrong key spends from the caller's address's own bucket (``failures`` at once, refilled
+at ``FAILURES_RATE``): guessing keys soon gets 429, not 401. (No key at all spends nothing
+there: browsers ask for /favicon.ico on their own.)
 """
 
 from __future__ import annotations
@@ -218,8 +219,10 @@ class Gate:
                 raise RateLimited(math.ceil(wait))
             try:
                 key = self._lookup(presented)
-            except Unauthorized:
-                if self.failures and (wait := self.failures.take(client)) > 0:
+            except Unauthorized as refused:
+                # a wrong key is a guess; none at all is not (a browser's own /favicon.ico)
+                if (refused.message == "invalid_api_key" and self.failures
+                        and (wait := self.failures.take(client)) > 0):
                     raise RateLimited(math.ceil(wait)) from None
                 raise
             if needed == "admin" and key.scope != "admin":

@@ -36,6 +36,15 @@ def pytest_configure(config):
         raise pytest.UsageError("FACEREC_TEST_STORE=postgresql needs FACEREC_TEST_POSTGRES")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test (``item.report_call``), for fixtures that save
+    something when it failed (the browser tests' screenshots)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 def pytest_report_header(config):
     return f"store backend: {BACKEND}"
 

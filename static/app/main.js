@@ -48,7 +48,8 @@ async function learnScope() {
   app.scope = await access().catch(() => "none");
   document.body.classList.toggle("read-only", !app.admin);
   document.getElementById("key-button").textContent =
-    app.scope === "open" ? "API key (none needed)" : apiKey() ? `API key (${app.scope})` : "API key";
+    app.scope === "open" ? "API key (none needed)"
+      : apiKey() && app.scope !== "none" ? `API key (${app.scope})` : "API key";
   for (const element of document.querySelectorAll("[data-admin]")) element.hidden = !app.admin;
   return app.scope;
 }
