@@ -79,8 +79,8 @@ class Settings:
 
     store: str = str(ROOT / "facerec.sqlite3")
     known_faces_dir: Path = ROOT / "known_faces"
-    tolerance: float = 0.5
-    ratio: float = 0.82
+    tolerance: float = 0.55
+    ratio: float = 0.8475
     jitters: int = 5
     enroll_jitters: int = 10
     min_face_size: int = QualityLimits.min_face_size

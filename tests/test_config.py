@@ -11,7 +11,7 @@ from recognizer.quality import QualityLimits
 def test_defaults():
     settings = Settings.from_env({})
     assert settings.store == str(ROOT / "facerec.sqlite3")
-    assert settings.tolerance == 0.5 and settings.ratio == 0.82 and settings.model == "hog"
+    assert settings.tolerance == 0.55 and settings.ratio == 0.8475 and settings.model == "hog"
     assert settings.jitters == 5 and settings.enroll_jitters == 10
     assert settings.quality_limits == QualityLimits()
     assert settings.max_image_bytes == 32 * 1024 * 1024  # a 50 MP phone photo fits
