@@ -59,6 +59,7 @@ FACE_ID = Bound(1, 2**63 - 1)  # the largest id both store backends hold
 BUILD_WORKERS = Bound(1, 64)
 VIDEO_SCALE = Bound(0.1, 4, whole=False)
 VIDEO_EVERY = Bound(1, 300)
+MAX_SHOTS = Bound(1, 20)  # frames of a clip enrolled
 
 # Settings (FACEREC_* variables) that are not also request parameters
 RATIO = Bound(0, 1, whole=False, above=True)
@@ -74,6 +75,7 @@ RATE_BURST = Bound(1, 100_000)
 AUTH_FAILURES = Bound(0, 100_000)
 BYTES = Bound(1, 2**40)  # an image's bytes
 PIXELS = Bound(1, 2**40)  # an image's pixels
+VIDEO_SECONDS = Bound(0, 300, whole=False, above=True)  # of an enrolment clip, read
 INDEX_ABOVE = Bound(0, 2**62)  # people above which the gallery searches with an index
 DETECT_WORK = Bound(1, 2**40)  # a detection's budget: pixels x 4^upsample x model factor
 
