@@ -16,6 +16,7 @@ clip can pin a worker's CPU or memory, or make FFmpeg read anything but the clip
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ import numpy as np
 
 from .errors import InvalidParameter, UnsupportedVideo, VideoTooComplex, VideoTooLarge
 
+log = logging.getLogger(__name__)
 SAMPLE_FPS = 5  # frames looked at per second of video
 MAX_SIDE = 960  # frames are shrunk to at most this many pixels across (never enlarged)
 FORMATS = "mov,matroska,webm"  # FFmpeg's demuxers: MP4, QuickTime, 3GP; Matroska, WebM
@@ -195,6 +197,8 @@ def _command(memory: int, max_seconds: float, budget: Budget) -> list[str]:
     limits = [] if shutil.which("prlimit") is None else [
         "prlimit", f"--cpu={budget.cpu_seconds}", f"--as={budget.memory_bytes}", "--fsize=0",
         "--core=0", "--"]
+    if not limits:
+        log.warning("prlimit (util-linux) is missing: a clip is decoded with a deadline only")
     return limits + [
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
         "-threads", "2", "-protocol_whitelist", "file", "-format_whitelist", FORMATS,

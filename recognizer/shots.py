@@ -22,6 +22,9 @@ from .matching import SAME_PERSON_LIMIT
 from .quality import QualityLimits
 
 MAX_SHOTS = 5  # shots enrolled from one clip, by default
+# Faces measured in one frame, the largest: enough to see a second person, and a crowd costs
+# no more than this many encodings a frame.
+MAX_FACES_PER_FRAME = 3
 # Two faces in frames next to each other whose boxes overlap this much are the same person
 # (intersection over union), whatever their encodings say (a head turning changes them).
 FOLLOW_OVERLAP = 0.3
@@ -58,13 +61,15 @@ class Face:
 
 def measure(frames: Iterable[tuple[int, float | None, np.ndarray]], model: str = "hog",
             upsample: int = 1, max_side: int = 640) -> list[Face]:
-    """Every face of (frame number, time, RGB pixels) frames, found as the service finds
-    faces, measured for the quality gate and encoded once (no jitters), with a crop kept."""
+    """The faces of (frame number, time, RGB pixels) frames (the largest MAX_FACES_PER_FRAME of
+    each), found as the service finds faces, measured for the quality gate and encoded once
+    (no jitters), with a crop kept."""
     from . import faces
 
     found = []
     for number, when, pixels in frames:
-        boxes = faces.detect(pixels, model=model, upsample=upsample, max_side=max_side)
+        boxes = faces.detect(pixels, model=model, upsample=upsample,
+                             max_side=max_side)[:MAX_FACES_PER_FRAME]
         encodings = faces.encode(pixels, boxes)
         for box, encoding in zip(boxes, encodings, strict=True):
             crop, crop_box = _crop(pixels, box.as_css())
