@@ -39,6 +39,8 @@ CODECS = "h264,hevc,vp8,vp9,av1,mpeg4,mjpeg,prores"
 # "moov", "mdat", "wide", "free", "skip") at byte 4, or Matroska's EBML header.
 _BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
 _EBML = b"\x1a\x45\xdf\xa3"
+# ISO media brands of still images (AVIF, HEIF/HEIC), which are not clips.
+_STILL_BRANDS = (b"avif", b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis")
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,10 @@ class Frame:
 
 
 def looks_like_video(data: bytes) -> bool:
-    """Whether bytes begin as an MP4/QuickTime or Matroska/WebM file does."""
+    """Whether bytes begin as an MP4/QuickTime or Matroska/WebM file does (not as an AVIF or
+    HEIF still image, which are ISO media files too)."""
+    if data[4:8] == b"ftyp" and data[8:12] in _STILL_BRANDS:
+        return False
     return data[4:8] in _BOXES or data[:4] == _EBML
 
 

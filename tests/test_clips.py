@@ -10,12 +10,12 @@ import tempfile
 import falcon
 import hug
 import pytest
+from PIL import Image
 
 import api
 from conftest import face, png_bytes
 from recognizer import clips
 from recognizer.errors import UnsupportedVideo, VideoTooComplex
-from PIL import Image
 
 CLIP = "video/short_hamilton_clip.mp4"
 
@@ -46,6 +46,14 @@ def test_what_is_not_a_readable_clip_is_unsupported_video(clip, make):
     with pytest.raises(UnsupportedVideo) as refused:
         list(clips.frames(make(clip), max_seconds=5))
     assert refused.value.as_body() == {"errors": {"video": "unsupported_video"}}
+
+
+def test_clips_are_told_from_images_by_their_first_bytes(clip):
+    assert clips.looks_like_video(clip)
+    assert clips.looks_like_video(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81")  # WebM, Matroska
+    assert not clips.looks_like_video(face("people/obama/obama.jpg").read_bytes())
+    assert not clips.looks_like_video(b"\0\0\0\x1cftypavif\0\0\0\0")  # a still AVIF
+    assert not clips.looks_like_video(b"\0\0\0\x18ftypheic\0\0\0\0")
 
 
 def test_decoding_over_its_time_budget_is_stopped(clip):
