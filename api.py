@@ -37,6 +37,9 @@ STATUS = {
     errors.ImageTooLarge: falcon.HTTP_413,
     errors.UnsupportedMediaType: falcon.HTTP_415,
     errors.UnsupportedImage: falcon.HTTP_415,
+    errors.UnsupportedVideo: falcon.HTTP_415,
+    errors.VideoTooLarge: falcon.HTTP_413,
+    errors.VideoTooComplex: falcon.HTTP_422,
     errors.UnusableFace: falcon.HTTP_422,
     errors.ImageTooComplex: falcon.HTTP_422,
     errors.TooMuchWork: falcon.HTTP_422,
@@ -92,6 +95,8 @@ scope = Scopes(lambda: get_service().gate, lambda: _settings().cors_origins,
 IMAGES = inputs.image_bodies(lambda: _settings().max_image_bytes)
 # Routes whose fields (a camera's password, a webhook's secret) must stay out of URLs
 BODY_ONLY = frozenset({("POST", "/streams"), ("POST", "/webhooks")})
+ENROLL_BODIES = inputs.image_bodies(lambda: _settings().max_image_bytes,
+                                    max_video_bytes=lambda: _settings().max_video_bytes)
 api.http.add_middleware(Edge(api, lambda error: STATUS.get(type(error), falcon.HTTP_400),
                              _settings, BODY_ONLY))
 hug.startup(api=api)(keep_queries_out_of_request_logs)
@@ -136,14 +141,20 @@ def recognize(service: injected, image_url: inputs.text = None, image=None, imag
     return service.recognize(picture, tolerance, top_k, model, upsample)
 
 
-@routes.urls("/enroll", accept=("GET", "POST"), inputs=IMAGES, status=falcon.HTTP_201,
+@routes.urls("/enroll", accept=("GET", "POST"), inputs=ENROLL_BODIES, status=falcon.HTTP_201,
              requires=scope.admin)
 def enroll(service: injected, response, name: inputs.person_name,
-           image_url: inputs.text = None, image=None, image_base64=None,
-           largest_face: inputs.flag = False, force: inputs.flag = False):
-    """Add the one face in an image to a person; the same image again adds nothing (200)."""
-    picture = service.picture_from_request(image_url, image, image_base64)
-    enrolled = service.enroll(name, picture, largest_face, force)
+           image_url: inputs.text = None, image=None, image_base64=None, video=None,
+           largest_face: inputs.flag = False, force: inputs.flag = False,
+           max_shots: inputs.max_shots = None):
+    """Add the one face in an image, or up to max_shots frames of the one person in a short
+    video, to a person; the same image or video again adds nothing (200)."""
+    if video is None:
+        picture = service.picture_from_request(image_url, image, image_base64)
+        enrolled = service.enroll(name, picture, largest_face, force)
+    else:
+        clip = service.clip_from_request(video, image_url, image, image_base64)
+        enrolled = service.enroll_clip(name, clip, max_shots, force)
     response.status = falcon.HTTP_200 if enrolled.duplicate else falcon.HTTP_201
     return enrolled
 
@@ -437,9 +448,11 @@ def not_found():
 
 @cli.name("enroll")
 def enroll_file(name: inputs.person_name, path: inputs.text, service: injected,
-                largest_face: inputs.flag = False, force: inputs.flag = False):
-    """Add the face in a local image file to a person."""
-    return service.enroll(name, service.picture_from_path(path), largest_face, force)
+                largest_face: inputs.flag = False, force: inputs.flag = False,
+                max_shots: inputs.max_shots = None):
+    """Add the face in a local image file, or up to MAX_SHOTS frames of the one person in a
+    local video clip, to a person."""
+    return service.enroll_path(name, path, largest_face, force, max_shots)
 
 
 @cli.name("recognize")

@@ -99,8 +99,8 @@ class Settings:
 
     store: str = str(ROOT / "facerec.sqlite3")
     known_faces_dir: Path = ROOT / "known_faces"
-    tolerance: float = 0.5
-    ratio: float = 0.82
+    tolerance: float = 0.55
+    ratio: float = 0.8475
     jitters: int = 5
     enroll_jitters: int = 10
     min_face_size: int = QualityLimits.min_face_size
@@ -114,6 +114,8 @@ class Settings:
     max_faces: int = 20
     max_image_bytes: int = 32 * 1024 * 1024  # a 50 MP phone photo is 15-30 MB
     max_image_pixels: int = 40_000_000
+    max_video_bytes: int = 64 * 1024 * 1024  # an enrolment clip: 15 s of 1080p is 20-40 MB
+    max_video_seconds: float = 15.0  # of a clip, read; the rest is ignored
     fetch_timeout: float = 10.0
     allow_private_networks: bool = False
     api_keys: tuple[Key, ...] = field(default=(), repr=False)
@@ -223,6 +225,8 @@ _VARIABLES: dict[str, tuple[Callable[[str], object], Bound | None]] = {
     "max_faces": (int, limits.MAX_FACES),
     "max_image_bytes": (int, limits.BYTES),
     "max_image_pixels": (int, limits.PIXELS),
+    "max_video_bytes": (int, limits.BYTES),
+    "max_video_seconds": (float, limits.VIDEO_SECONDS),
     "fetch_timeout": (float, limits.FETCH_TIMEOUT),
     "allow_private_networks": (_flag, None),
     "rate_limit": (float, limits.RATE_LIMIT),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import quality
+from . import clips, quality, shots
 from .config import Settings
 from .errors import NameConflict, UnusableFace
 from .live_gallery import LiveGallery
@@ -39,6 +39,27 @@ def encoding(settings: Settings, pixels: np.ndarray, largest_face: bool = False,
     return encoded
 
 
+def clip_encodings(settings: Settings, data: bytes, max_shots: int = shots.MAX_SHOTS,
+                   force: bool = False) -> list[tuple[shots.Face, np.ndarray]]:
+    """Return the shots to enrol from a clip of one person (see ``shots``), each with its
+    encoding computed with enrolment's jitters.
+
+    :param force: skip the quality gate
+    :raises UnsupportedVideo, VideoTooComplex: see ``clips.frames``
+    :raises UnusableFace: ``no_face``, ``multiple_people``, or the quality reason most faces
+        failed for unless force (field ``video``)
+    """
+    from . import faces
+
+    frames = ((frame.index, frame.time, frame.pixels)
+              for frame in clips.frames(data, settings.max_video_seconds))
+    found = shots.measure(frames, settings.model, settings.upsample, settings.detect_max_side)
+    chosen = shots.choose(shots.the_person(found), max_shots,
+                          None if force else settings.quality_limits)
+    return [(face, faces.encode(face.crop, [faces.Box(*face.crop_box)],
+                                settings.enroll_jitters)[0]) for face in chosen]
+
+
 def label_warnings(settings: Settings, live: LiveGallery, name: str, encoded: np.ndarray,
                    replacing: int | None = None) -> list[dict]:
     """Return the signs that a new face may carry the wrong name: the name looks like another
@@ -57,6 +78,20 @@ def label_warnings(settings: Settings, live: LiveGallery, name: str, encoded: np
     if match.name not in (None, name):
         warnings.append({"code": "resembles_another_person", "person": match.name,
                          "distance": match.distance})
+    return warnings
+
+
+def shot_warnings(settings: Settings, live: LiveGallery, name: str,
+                  encodings: list[np.ndarray]) -> list[dict]:
+    """Return :func:`label_warnings` for several new faces of one person, each warning once
+    (the first of each code and other person)."""
+    seen, warnings = set(), []
+    for encoded in encodings:
+        for warning in label_warnings(settings, live, name, encoded):
+            key = (warning["code"], warning.get("person"))
+            if key not in seen:
+                seen.add(key)
+                warnings.append(warning)
     return warnings
 
 

@@ -41,6 +41,7 @@ class InvalidParameter(RecognizerError):
              "wrong_type",
              "invalid_value", "invalid_name", "only_in_path", "only_in_body", "malformed_body",
              "malformed_multipart", "missing_image", "several_images", "not_an_image_upload",
+             "not_a_video_upload",
              "invalid_base64", "no_such_file", "not_a_file", "unreadable", "not_a_directory",
              "one_directory_only",
              # an encodings file's (encodings_file.py)
@@ -86,6 +87,15 @@ class ImageTooComplex(RecognizerError):
 
     def __init__(self, detail: str, field: str = "image") -> None:
         super().__init__(field, "image_too_complex", detail)
+
+
+class VideoTooComplex(RecognizerError):
+    """Decoding the clip would cost more than a clip's budget: CPU time, memory or time."""
+
+    codes = ("video_too_complex",)
+
+    def __init__(self, detail: str, field: str = "video") -> None:
+        super().__init__(field, "video_too_complex", detail)
 
 
 class TooMuchWork(RecognizerError):
@@ -135,15 +145,34 @@ class UnsupportedImage(RecognizerError):
         super().__init__(field, message)
 
 
+class UnsupportedVideo(RecognizerError):
+    """The bytes are not a clip in a container and codec the service reads (MP4, QuickTime,
+    WebM, Matroska), or no frame could be decoded from them."""
+
+    codes = ("unsupported_video",)
+
+    def __init__(self, field: str = "video") -> None:
+        super().__init__(field, "unsupported_video")
+
+
+class VideoTooLarge(RecognizerError):
+    """The clip is over the byte limit; the detail says the limit."""
+
+    codes = ("video_too_large",)
+
+    def __init__(self, detail: str, field: str = "video") -> None:
+        super().__init__(field, "video_too_large", detail)
+
+
 # The quality gate's reasons (quality.py), in the order it gives them.
 QUALITY_REASONS = ("small_face", "blurry", "extreme_pose")
 
 
 class UnusableFace(RecognizerError):
     """The image cannot be enrolled: ``no_face``, ``multiple_faces``, or a face that fails the
-    quality gate (one of QUALITY_REASONS)."""
+    quality gate (one of QUALITY_REASONS); nor can a clip with ``multiple_people`` in it."""
 
-    codes = ("no_face", "multiple_faces", *QUALITY_REASONS)
+    codes = ("no_face", "multiple_faces", "multiple_people", *QUALITY_REASONS)
 
     def __init__(self, message: str, field: str = "image") -> None:
         super().__init__(field, message)

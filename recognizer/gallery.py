@@ -91,6 +91,7 @@ class Gallery:
         self._exact: ExactScan | None = ExactScan()  # the exact path
         self._index = None  # the faiss path: an IVF index over slots, when _exact is None
         self._trained_for = 0  # people when the index was trained
+        self._neighbours: dict[int, float] = {}  # slot -> neighbour_distance, until a change
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -144,6 +145,7 @@ class Gallery:
         """
         ids, names, encodings = batch(added)
         with self._lock:
+            self._neighbours.clear()  # any change can move anybody's nearest neighbour
             dropped = self._drop(set(map(int, removed)) | set(ids.tolist()))
             inserted = self._insert(ids, names, encodings)
             self._refresh(distinct(np.concatenate([dropped, inserted])))
@@ -197,6 +199,52 @@ class Gallery:
             rows = np.flatnonzero(self._owner == slot)
             best = rows[int(np.argmin(np.linalg.norm(self._encodings[rows] - probe, axis=1)))]
             return next(face_id for face_id, row in self._rows.items() if row == best)
+
+    def people_count(self, without: int | None = None) -> int:
+        """How many people are enrolled, leaving a face out as in :meth:`nearest` (its person
+        goes with it if it is their only face)."""
+        with self._lock:
+            row = None if without is None else self._rows.get(without)
+            alone = row is not None and self._counts[self._owner[row]] == 1
+            return len(self._slots) - alone
+
+    def faces_of(self, name: str, without: int | None = None) -> int:
+        """How many faces a person's centroid is made from (0: nobody of that name).
+
+        :param without: a face id to leave out, as in :meth:`nearest`
+        """
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None:
+                return 0
+            row = None if without is None else self._rows.get(without)
+            return int(self._counts[slot]) - (row is not None and self._owner[row] == slot)
+
+    def neighbour_distance(self, name: str, without: int | None = None) -> float | None:
+        """Distance from one person's centroid to the nearest other person's: how crowded the
+        gallery is around them. Kept until the gallery next changes.
+
+        :param without: a face id to leave out, as in :meth:`nearest`
+        :return: None when nobody of that name is enrolled (or only with that face), or
+            nobody else is
+        """
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None:
+                return None
+            if without is None and slot in self._neighbours:
+                return self._neighbours[slot]
+            centroid = self._centroid(slot, without)
+            if centroid is None:
+                return None
+            skip, adjusted = self._without(without, centroid)
+            slots = self._candidates(centroid, 2 + (skip >= 0))
+            found = self._ranked(slots[(slots != slot) & (slots != skip)], centroid)
+            found += [adjusted] if adjusted and skip != slot else []
+            distance = min((d for _, d in found), default=None)
+            if without is None and distance is not None:
+                self._neighbours[slot] = distance
+            return distance
 
     # Changes. Each of these runs under the lock.
 
@@ -333,6 +381,14 @@ class Gallery:
         return vectors
 
     # Searches. Each of these runs under the lock.
+
+    def _centroid(self, slot: int, without: int | None) -> np.ndarray | None:
+        """A person's centroid, without one of their faces if asked (None if it is the last)."""
+        row = None if without is None else self._rows.get(without)
+        if row is None or self._owner[row] != slot:
+            return self._sums[slot] / self._counts[slot]
+        count = int(self._counts[slot]) - 1
+        return (self._sums[slot] - self._encodings[row]) / count if count else None
 
     def _without(self, face_id: int | None, probe: np.ndarray) -> tuple[int, tuple | None]:
         """(slot of the left-out face's person or -1, that person's (name, distance) without

@@ -63,6 +63,7 @@ VIDEO_EVERY = Bound(1, 300)
 FACE_LIMIT = Bound(0, 1000)  # CompreFace's limit: the largest faces to answer for, 0 for all
 PROBABILITY = Bound(0, 1, whole=False)  # det_prob_threshold, min_confidence
 ZERO_BASED_PAGE = Bound(0, PAGE.high - 1)  # CompreFace numbers pages from 0
+MAX_SHOTS = Bound(1, 20)  # frames of a clip enrolled
 
 # Settings (FACEREC_* variables) that are not also request parameters
 RATIO = Bound(0, 1, whole=False, above=True)
@@ -78,6 +79,7 @@ RATE_BURST = Bound(1, 100_000)
 AUTH_FAILURES = Bound(0, 100_000)
 BYTES = Bound(1, 2**40)  # an image's bytes
 PIXELS = Bound(1, 2**40)  # an image's pixels
+VIDEO_SECONDS = Bound(0, 300, whole=False, above=True)  # of an enrolment clip, read
 INDEX_ABOVE = Bound(0, 2**62)  # people above which the gallery searches with an index
 DETECT_WORK = Bound(1, 2**40)  # a detection's budget: pixels x 4^upsample x model factor
 RETENTION = Bound(60, 3650 * 86400, whole=False)  # seconds events are kept

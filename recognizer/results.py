@@ -50,6 +50,34 @@ class Enrolment(Record):
 
 
 @dataclass(frozen=True)
+class Shot(Record):
+    """One frame of a clip enrolled as a face: its time in the clip, the face's box in the
+    frame (as decoded: at most clips.MAX_SIDE across) and what the quality gate saw."""
+
+    face_id: int
+    time: float
+    box: dict
+    sharpness: float
+    yaw: float | None
+    pitch: float | None
+    roll: float | None
+
+
+@dataclass(frozen=True)
+class ClipEnrolment(Record):
+    """The faces a clip gave a person (``duplicate`` when every one of them was theirs
+    already, from the same clip), the person's face count now, and any sign of a wrong
+    label."""
+
+    name: str
+    face_ids: list[int]
+    face_count: int
+    shots: list[Shot]
+    warnings: list[dict] = field(default_factory=list)
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
 class PeoplePage(Record):
     """One page of the people enrolled, in name order, and where it sits in the whole list."""
 

@@ -7,6 +7,7 @@ a face has to be found.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Iterable
@@ -14,7 +15,17 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import build as building
-from . import encodings_file, enrolment, inspection, limits, pictures, timing, verification
+from . import (
+    clips,
+    encodings_file,
+    enrolment,
+    inspection,
+    limits,
+    pictures,
+    shots,
+    timing,
+    verification,
+)
 from .access import Gate
 from .config import Settings
 from .errors import InvalidParameter, StoreUnavailable, TooMuchWork, UnknownFace, UnknownPerson
@@ -23,6 +34,7 @@ from .matching import Match, best_match
 from .names import check_name, check_names
 from .pictures import Picture
 from .results import (
+    ClipEnrolment,
     Detection,
     EnrolledFace,
     Enrolment,
@@ -38,6 +50,7 @@ from .results import (
     Recognition,
     RecognizedFace,
     Renamed,
+    Shot,
     Verification,
 )
 from .sandbox import Decoders
@@ -78,6 +91,12 @@ class FaceService:
     def picture_from_path(self, path: str | Path) -> Picture:
         """The image in a local file (CLI only)."""
         return pictures.from_path(self.settings, path)
+
+    def clip_from_request(self, video: object, image_url: str | None = None,
+                          image: object = None, image_base64: object = None) -> clips.Clip:
+        """The video clip of an HTTP request (see ``clips.from_request``)."""
+        return clips.from_request(video, self.settings.max_video_bytes, image_url, image,
+                                  image_base64)
 
     # -- faces --------------------------------------------------------------------------------
 
@@ -143,6 +162,45 @@ class FaceService:
                                                      distinct=strict)
         log.info("enrolled a face (id %d) from a tracked face", face_id)
         return Enrolment(name, face_id, count, warnings)
+
+    def enroll_clip(self, name: str, clip: clips.Clip, max_shots: int | None = None,
+                    force: bool = False) -> ClipEnrolment:
+        """Add up to max_shots frames of the one person in a short clip to a person (created
+        if new): sharp frames, in varied poses (see ``shots``). The same clip again adds
+        nothing.
+
+        :param force: enrol faces that fail the quality gate
+        :raises UnusableFace: ``no_face``, ``multiple_people`` or a quality reason (``video``)
+        :raises UnsupportedVideo, VideoTooComplex: see ``clips.frames``
+        :raises NameConflict: the name looks like another person's, and names are strict
+        """
+        name = check_name(name)
+        max_shots = limits.MAX_SHOTS.check(
+            "max_shots", shots.MAX_SHOTS if max_shots is None else max_shots)
+        strict = self.settings.strict_names
+        if strict:  # refused before a face is looked for; checked again as they are added
+            enrolment.name_warnings(self.store, name, strict=True)
+        chosen = enrolment.clip_encodings(self.settings, clip.data, max_shots, force)
+        warnings = enrolment.shot_warnings(self.settings, self.gallery, name,
+                                           [encoding for _, encoding in chosen])
+        faces = [(encoding, clip.source, pictures.sha256(f"{clip.digest}:{face.frame}".encode()))
+                 for face, encoding in chosen]
+        added, count = self.store.add_faces_once(name, faces, distinct=strict)
+        duplicate = all(existed for _, existed in added)
+        log.info("enrolled %d faces from a clip", sum(not existed for _, existed in added))
+        return ClipEnrolment(name, [face_id for face_id, _ in added], count,
+                             [_shot(face_id, face) for (face_id, _), (face, _) in
+                              zip(added, chosen)], [] if duplicate else warnings, duplicate)
+
+    def enroll_path(self, name: str, path: str | Path, largest_face: bool = False,
+                    force: bool = False, max_shots: int | None = None
+                    ) -> Enrolment | ClipEnrolment:
+        """Enrol a local file (CLI only): a video clip as ``enroll_clip``, an image as
+        ``enroll``."""
+        if clips.looks_like_video(_head(path)):
+            return self.enroll_clip(name, clips.from_path(path, self.settings.max_video_bytes),
+                                    max_shots, force)
+        return self.enroll(name, self.picture_from_path(path), largest_face, force)
 
     def detect(self, picture: Picture, model: str | None = None,
                upsample: int | None = None) -> Detection:
@@ -350,3 +408,20 @@ class FaceService:
 
         faces.warm_up()
         self.gallery.current()
+
+
+def _head(path: str | Path) -> bytes:
+    """A local file's first bytes, or none when it cannot be read (the caller says why)."""
+    try:
+        with open(path, "rb") as opened:
+            return opened.read(16)
+    except OSError:
+        return b""
+
+
+def _shot(face_id: int, face) -> Shot:
+    top, right, bottom, left = face.box
+    angles = [None if math.isnan(a) else round(a, 1)
+              for a in (face.quality.yaw, face.quality.pitch, face.quality.roll)]
+    return Shot(face_id, face.time, {"top": top, "right": right, "bottom": bottom,
+                                     "left": left}, round(face.quality.sharpness, 1), *angles)

@@ -19,6 +19,11 @@ p50 and p99 latency of one query, recall@1 against brute force and the ratio of 
 Recall@1 is the share of probes whose nearest person is brute force's nearest; the largest
 difference between the two top-1 distances is printed too (float64 re-ranking makes it ~1e-16).
 
+Then, for both gallery paths, the p50 of the whole decision (``matching.best_match`` with the
+default settings: the two nearest people, then the nearest's own nearest neighbour, which the
+gallery keeps until it changes): on each probe's first decision ("cold", as after any change
+to the gallery) and again ("kept").
+
 **Data.** The real people are lfw_dev (``../shared/faces/lfw_dev``): every photo is encoded once
 with face_recognition (HOG detector, the face nearest the centre, one jitter) and cached in
 ``~/.cache/facerec-bench`` (``--cache``). The 100 people with 3-4 photos enrol their first
@@ -58,7 +63,9 @@ import numpy as np  # noqa: E402
 
 from recognizer import gallery as gallery_module  # noqa: E402
 from recognizer import ivf  # noqa: E402
+from recognizer.config import Settings  # noqa: E402
 from recognizer.gallery import Gallery  # noqa: E402
+from recognizer.matching import best_match  # noqa: E402
 from recognizer.testing import FACES  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "facerec-bench"
@@ -244,7 +251,24 @@ def run(size: int, enrolled: list, probes: list, mean: np.ndarray, shape: np.nda
     print(f"\n{size:,} encodings: {len(enrolled)} real people + {len(extra):,} fillers;"
           f" {len(probes)} probes ({sum(n is not None for _, n in probes)} genuine);"
           f" faiss: IVF float16, {lists} lists, {min(lists, ivf.PROBES)} probed")
-    return report(size, searches, measure(searches, probes), probes)
+    figures = report(size, searches, measure(searches, probes), probes)
+    report_decisions(searches, probes)
+    return figures
+
+
+def report_decisions(searches: list, probes: list) -> None:
+    """Print the p50 of best_match on each gallery path, cold and kept (see the docstring)."""
+    settings = Settings()
+    for label, gallery, _ in searches[1:3]:
+        cells = []
+        for turn in ("cold", "kept"):
+            times = []
+            for encoding, _ in probes:
+                started = time.perf_counter()
+                best_match(encoding, gallery, settings.tolerance, settings.ratio)
+                times.append(time.perf_counter() - started)
+            cells.append(f"{turn} {np.median(times) * 1e3:.3f} ms")
+        print(f"{label:<17}decision p50: " + ", ".join(cells))
 
 
 def verdict(figures: dict) -> None:

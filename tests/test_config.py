@@ -11,10 +11,11 @@ from recognizer.quality import QualityLimits
 def test_defaults():
     settings = Settings.from_env({})
     assert settings.store == str(ROOT / "facerec.sqlite3")
-    assert settings.tolerance == 0.5 and settings.ratio == 0.82 and settings.model == "hog"
+    assert settings.tolerance == 0.55 and settings.ratio == 0.8475 and settings.model == "hog"
     assert settings.jitters == 5 and settings.enroll_jitters == 10
     assert settings.quality_limits == QualityLimits()
     assert settings.max_image_bytes == 32 * 1024 * 1024  # a 50 MP phone photo fits
+    assert settings.max_video_bytes == 64 * 1024 * 1024 and settings.max_video_seconds == 15
     assert settings.allow_private_networks is False
 
 
@@ -29,6 +30,7 @@ def test_every_variable_is_read():
         "FACEREC_MIN_SHARPNESS": "12.5", "FACEREC_MAX_YAW": "30", "FACEREC_MAX_PITCH": "20",
         "FACEREC_MAX_ROLL": "25", "UNRELATED": "x", "FACEREC_TEST_STORE": "the tests'",
         "FACEREC_CORS_ORIGINS": "https://app.example.com, http://localhost:3000/",
+        "FACEREC_MAX_VIDEO_BYTES": "5000", "FACEREC_MAX_VIDEO_SECONDS": "4.5",
     })
     assert settings == Settings(
         store="/data/faces.sqlite3", known_faces_dir=Path("/photos"), tolerance=0.5, model="cnn",
@@ -36,6 +38,7 @@ def test_every_variable_is_read():
         fetch_timeout=3.5, allow_private_networks=True, ratio=0.9, jitters=1, enroll_jitters=3,
         min_face_size=80, min_sharpness=12.5, max_yaw=30, max_pitch=20, max_roll=25,
         cors_origins=("https://app.example.com", "http://localhost:3000"),
+        max_video_bytes=5000, max_video_seconds=4.5,
     )
     assert settings.quality_limits == QualityLimits(80, 12.5, 30, 20, 25)
 

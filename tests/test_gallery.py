@@ -126,6 +126,43 @@ def test_without_leaves_one_face_out(index_above):
     assert gallery.face_count == 21  # nothing was taken out for real
 
 
+def brute_neighbour(people: dict[str, np.ndarray], name: str) -> float | None:
+    """Distance from a person's centroid to the nearest other's, by float64 brute force."""
+    if name not in people:
+        return None
+    others = [np.linalg.norm(centroid - people[name]) for other, centroid in people.items()
+              if other != name]
+    return float(min(others)) if others else None
+
+
+@PATHS
+def test_a_persons_nearest_neighbour_and_face_count_are_brute_forces_and_follow_changes(
+        index_above):
+    rng = np.random.default_rng(5)
+    faces = {i: (f"p{i % 9}", encoding(rng, float32=True)) for i in range(40)}
+    faces[99] = ("loner", encoding(rng, float32=True))
+    gallery = Gallery(index_above=index_above)
+    gallery.apply((), [(i, name, row) for i, (name, row) in faces.items()])
+    for without in (None, 3, 99):
+        people = centroids(faces, without)
+        for name in ("p3", "p0", "loner", "nobody"):
+            expected = brute_neighbour(people, name)
+            found = gallery.neighbour_distance(name, without)
+            assert (found is None) == (expected is None), (name, without)
+            if expected is not None:
+                assert found == pytest.approx(expected, abs=1e-9)
+            count = sum(1 for i, (owner, _) in faces.items() if owner == name and i != without)
+            assert gallery.faces_of(name, without) == count
+    before = gallery.neighbour_distance("p3")
+    faces[1000] = ("twin", centroids(faces)["p3"] + 1e-3)  # a new person right next to p3
+    gallery.add(1000, *faces[1000])
+    assert gallery.neighbour_distance("p3") < before  # the kept answer was dropped
+    assert gallery.neighbour_distance("p3") == pytest.approx(
+        brute_neighbour(centroids(faces), "p3"), abs=1e-9)
+    alone = Gallery.from_encodings({"ann": [encoding(rng)]}, index_above=index_above)
+    assert alone.neighbour_distance("ann") is None and alone.faces_of("ann") == 1
+
+
 def test_best_match_without_a_face_matches_a_gallery_built_without_it():
     rng = np.random.default_rng(4)
     by_person = {"ann": [encoding(rng), encoding(rng)], "bob": [encoding(rng)]}

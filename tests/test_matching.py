@@ -1,4 +1,5 @@
-"""The decision rule's arithmetic: centroids, the tolerance, the ratio test and the confidence.
+"""The decision rule's arithmetic: centroids, the tolerance, the ratio to the local scale and its
+bound by gallery size and photos, and the confidence.
 
 These use vectors placed at exact distances; tests/test_openset.py runs the rule on real faces.
 """
@@ -8,10 +9,13 @@ import pytest
 
 from recognizer.matching import (
     IMPOSTOR_DISTANCE,
+    REFERENCE_PEOPLE,
+    Evidence,
     Gallery,
     best_match,
     confidence,
-    ratio_to_second,
+    evidence,
+    ratio_bound,
 )
 
 rng = np.random.default_rng(7)
@@ -69,13 +73,41 @@ def test_a_face_about_as_near_two_people_is_unknown():
     assert best_match(A, clear, tolerance=0.5, ratio=0.82).name == "ann"
 
 
-def test_the_second_distance_is_capped_at_the_typical_stranger_distance():
-    assert ratio_to_second(0.4, None) == pytest.approx(0.4 / IMPOSTOR_DISTANCE)
-    assert ratio_to_second(0.4, 1.5) == pytest.approx(0.4 / IMPOSTOR_DISTANCE)
-    assert ratio_to_second(0.4, 0.5) == pytest.approx(0.8)
+def test_the_local_scale_is_capped_at_the_typical_stranger_distance():
     alone = Gallery.from_encodings({"ann": [near(A, 0.45)]})
-    assert best_match(A, alone, tolerance=0.5, ratio=0.82).name == "ann"
-    assert best_match(A, alone, tolerance=0.5, ratio=0.5).name is None  # 0.45 / 0.81 > 0.5
+    found = evidence(alone, alone.nearest(A, 2))
+    assert found.scale == pytest.approx(IMPOSTOR_DISTANCE)  # nobody second, no neighbour
+    assert found.ratio == pytest.approx(0.45 / IMPOSTOR_DISTANCE, abs=1e-9)
+    assert best_match(A, alone, tolerance=0.5, ratio=0.8475).name == "ann"
+    assert best_match(A, alone, tolerance=0.5, ratio=0.5).name is None  # bound 0.27 at 1 person
+    far = Gallery.from_encodings({"ann": [near(A, 0.45)], "bob": [near(A, 1.5)]})
+    assert evidence(far, far.nearest(A, 2)).scale == pytest.approx(IMPOSTOR_DISTANCE)
+
+
+def test_the_local_scale_is_the_second_distance_and_the_nearest_persons_neighbour():
+    ann, bob = near(A, 0.40), near(A, 0.70)
+    spread = Gallery.from_encodings({"ann": [ann], "bob": [bob]})
+    found = evidence(spread, spread.nearest(A, 2))
+    neighbour = np.linalg.norm(ann - bob)
+    assert found.scale == pytest.approx(np.sqrt(min(0.70, IMPOSTOR_DISTANCE)
+                                                * min(neighbour, IMPOSTOR_DISTANCE)))
+    cat = ann + 0.35 * unit(ann - A)  # somebody right beside ann, on the face's far side
+    crowded = Gallery.from_encodings({"ann": [ann], "bob": [bob], "cat": [cat]})
+    (first, _), (second, _) = crowded.nearest(A, 2)
+    assert (first, second) == ("ann", "bob")  # the probe's second is still bob
+    assert evidence(crowded, crowded.nearest(A, 2)).scale < found.scale
+    assert best_match(A, spread, 0.55, 0.8475).name == "ann"
+    assert best_match(A, crowded, 0.55, 0.8475).name is None  # ann sits where people crowd
+
+
+def test_the_bound_rises_with_the_gallerys_size_and_the_nearest_persons_photos():
+    assert ratio_bound(REFERENCE_PEOPLE, 0.85) == pytest.approx(0.85)
+    sizes = [1, 2, 10, 100, 1000, 10_000, 100_000, 1_000_000]
+    bounds = [ratio_bound(size, 0.85) for size in sizes]
+    assert bounds == sorted(bounds) and bounds[0] < 0.75 and bounds[-1] < 0.92
+    photos = [ratio_bound(200, 0.85, count) for count in (1, 2, 3, 10)]
+    assert photos == sorted(photos) and photos[0] < photos[-1] < 0.9
+    assert ratio_bound(200, 1.0) == 1.0  # ratio 1 turns the test off at every size
 
 
 def test_top_k_and_an_empty_gallery():
@@ -94,24 +126,22 @@ def test_distances_equal_numpys_euclidean_norm():
     assert dict(gallery.nearest(probe, 2)) == pytest.approx(expected, abs=1e-9)
 
 
-def test_confidence_is_a_probability_that_falls_with_distance_and_ratio():
-    grid = np.linspace(0, 1, 51)
-    for relative in (0.3, 0.6, 0.82, 1.0):
-        scores = [confidence(d, relative) for d in grid]
-        assert all(0 <= s <= 1 for s in scores)
-        assert all(a >= b for a, b in zip(scores, scores[1:])) and scores[0] > scores[-1]
-    for distance in (0.2, 0.4, 0.5):
-        scores = [confidence(distance, r) for r in grid]
-        assert all(a >= b for a, b in zip(scores, scores[1:])) and scores[0] > scores[-1]
-    assert confidence(0.2, 0.3) == 0.999 and confidence(0.9, 1.0) == 0.001
-    assert confidence(0.6, 1.0) < 0.5 < confidence(0.45, 0.7)
+def test_confidence_is_a_probability_that_rises_with_the_strength_of_the_evidence():
+    strengths = np.linspace(-5, 30, 141)
+    scores = [confidence(s) for s in strengths]
+    assert all(0.001 <= s <= 0.999 for s in scores)
+    assert all(a <= b for a, b in zip(scores, scores[1:])) and scores[0] < scores[-1]
+    assert confidence(-100) == 0.001 and confidence(100) == 0.999
+    weak = Evidence(0.5, 0.55, 200)  # a ratio of 0.91: over the bound
+    strong = Evidence(0.3, 0.6, 200)
+    assert weak.strength < strong.strength and confidence(weak.strength) < 0.95
 
 
-def test_a_match_carries_the_confidence_of_its_distance_and_ratio():
+def test_a_match_carries_the_confidence_of_its_evidence():
     gallery = Gallery.from_encodings({"ann": [near(A, 0.35)], "bob": [near(A, 0.6)]})
-    match = best_match(A, gallery, tolerance=0.5, ratio=0.82)
-    (_, distance), (_, second) = gallery.nearest(A, 2)
-    assert match.confidence == confidence(distance, ratio_to_second(distance, second))
+    match = best_match(A, gallery, tolerance=0.5, ratio=0.8475)
+    assert match.name == "ann"
+    assert match.confidence == confidence(evidence(gallery, gallery.nearest(A, 2)).strength)
 
 
 def test_a_face_left_out_counts_for_nothing():

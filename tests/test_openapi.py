@@ -584,7 +584,7 @@ def test_a_parameter_the_route_does_not_take_gets_the_documented_400(env, path, 
 
 
 def test_images_over_the_limit_get_the_documented_413(reconfigure, serve):
-    reconfigure(max_image_bytes=10_000)
+    reconfigure(max_image_bytes=10_000, max_video_bytes=10_000)
     photo = face(FACE_PHOTO).read_bytes()  # 33 kB
     text = base64.b64encode(photo).decode()
     uploaded = client().post("/recognize", data=photo, content_type="image/jpeg")
@@ -607,11 +607,11 @@ def test_images_over_the_limit_get_the_documented_413(reconfigure, serve):
     assert as_base64.get_json()["errors"] == {"image_base64": "image_too_large"}
     assert second.get_json()["errors"] == {"other_image_base64": "image_too_large"}
     limit = 2 * (4 * -(-10_000 // 3) + 100) + 64 * 1024
-    assert uploads.body_limit(10_000) == limit
+    assert uploads.body_limit(10_000, 10_000) == limit
     assert declared.get_json()["detail"] == {"image": f"bytes: a body of at most {limit}"}
-    # the body limit that the description states, for the default
+    # the body limit that the description states, for the defaults (a clip fits in it)
     assert "89544224" in published()["info"]["description"]
-    assert uploads.body_limit(32 * 1024 * 1024) == 89544224
+    assert uploads.body_limit(32 * 1024 * 1024, 64 * 1024 * 1024) == 89544224
 
 
 def test_a_large_png_gets_the_documented_413_naming_the_pixel_limit(reconfigure):
@@ -964,11 +964,13 @@ def add_hooks(schema) -> None:
 # Where an image is given, and the codes that refuse an image for what it is (not decodable, no
 # usable face, over a limit, not fetched) or for how many were given: beyond a schema.
 IMAGE_FIELDS = frozenset({"image", "image_url", "image_base64", "other_image", "other_image_url",
-                          "other_image_base64", "file", "source_image", "target_image"})
+                          "other_image_base64", "video", "file", "source_image",
+                          "target_image"})
 IMAGE_CODES = frozenset({"missing_image", "several_images", "image_fetch_failed",
                          "image_too_large", "image_too_complex", "unsupported_image",
                          "image_truncated", "no_face", "multiple_faces", "small_face", "blurry",
-                         "extreme_pose"})
+                         "extreme_pose", "not_a_video_upload", "unsupported_video",
+                         "video_too_large", "video_too_complex", "multiple_people"})
 
 
 def service_errors(body: dict) -> dict[str, str]:

@@ -76,6 +76,29 @@ class Store(StreamTables):
                 self._refuse_look_alike("name", name)
             return (*self._insert_face(name, blob, source, image_sha256), False)
 
+    def add_faces_once(self, name: str, faces: Sequence[tuple[np.ndarray, str, str]],
+                       distinct: bool = False) -> tuple[list[tuple[int, bool]], int]:
+        """Add several faces to a person in one transaction (all of them, or none on any
+        error), each unless one with the same image SHA-256 is theirs already.
+
+        :param faces: (encoding, source, image SHA-256) of each face
+        :param distinct: refuse a name that looks like another person's (see look_alike)
+        :return: ([(each face's new or existing id, whether it existed)], their face count)
+        :raises NameConflict: distinct, and the name looks like another person's
+        """
+        blobs = [(encoding_to_blob(encoding), source, digest) for encoding, source, digest in faces]
+        added: list[tuple[int, bool]] = []
+        with self._write():
+            for blob, source, digest in blobs:
+                found = self.face_of_image(name, digest)
+                if found is None and distinct and all(existed for _, existed in added):
+                    self._refuse_look_alike("name", name)  # before the first face is added
+                added.append((found[0], True) if found is not None else
+                             (self._insert_face(name, blob, source, digest)[0], False))
+            person = self._person_id(name)
+            count = 0 if person is None else self._face_count(person)
+        return added, count
+
     def face_of_image(self, name: str, image_sha256: str) -> tuple[int, int] | None:
         """A person's face from the image with this SHA-256, if any: (its id, their count)."""
         with self._lock:

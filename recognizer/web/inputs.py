@@ -12,8 +12,8 @@ from typing import Callable
 
 import hug
 
-from .. import limits, uploads
-from ..errors import InvalidParameter, UnsupportedMediaType
+from .. import clips, limits, uploads
+from ..errors import ImageTooLarge, InvalidParameter, UnsupportedMediaType
 from ..limits import Bound
 from ..names import check_name
 
@@ -67,6 +67,7 @@ track_id = _bounded(limits.FACE_ID, "A track's id")
 face_limit = _bounded(limits.FACE_LIMIT, "How many of the largest faces to answer for (0: all)")
 probability = _bounded(limits.PROBABILITY, "A probability")
 zero_based_page = _bounded(limits.ZERO_BASED_PAGE, "A page of the list, the first is 0")
+max_shots = _bounded(limits.MAX_SHOTS, "Frames of a video to enrol, at most")
 
 
 @hug.type(extend=hug.types.text)
@@ -218,7 +219,8 @@ _JSON_TYPES = {
     "image_url": (str,), "image_base64": (str,), "other_image_url": (str,),
     "other_image_base64": (str,), "name": (str,), "model": (str,), "tolerance": (int, float),
     "top_k": (int,), "upsample": (int,), "largest_face": (bool,), "force": (bool,),
-    "new_name": (str,), "image": (str,), "other_image": (str,),
+    "new_name": (str,), "image": (str,), "other_image": (str,), "video": (str,),
+    "max_shots": (int,),
     "source": (str,), "every": (int,), "scale": (int, float), "url": (str,),
     "events": (str, list), "people": (str, list), "unknown": (bool,), "secret": (str,),
     # the CompreFace surface's (recognizer.web.compat)
@@ -230,6 +232,8 @@ _JSON_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number",
                     bool: "true or false", list: "a list"}
 IMAGE_TYPES = ("multipart/form-data", "application/json", "application/x-www-form-urlencoded",
                "image/*", "application/octet-stream")
+# /enroll also reads a video clip.
+ENROLL_TYPES = IMAGE_TYPES + ("video/*",)
 FORM_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
@@ -303,16 +307,19 @@ def _refuse(accepted: tuple[str, ...]) -> Callable:
 
 class _ByType(dict):
     """Body parsers by content type, for hug, which looks a parser up by exact type: every
-    image/* type (and application/octet-stream) goes to the raw image reader, and any other
-    type is refused with 415, naming the types the route takes."""
+    image/* type (and application/octet-stream) goes to the raw image reader, every video/*
+    type to the raw video reader if the route has one, and any other type is refused with 415,
+    naming the types the route takes."""
 
     def __init__(self, parsers: dict, accepted: tuple[str, ...],
-                 images: Callable | None = None) -> None:
+                 images: Callable | None = None, videos: Callable | None = None) -> None:
         super().__init__(parsers)
-        self.images, self.refuse = images, _refuse(accepted)
+        self.images, self.videos, self.refuse = images, videos, _refuse(accepted)
 
     def get(self, content_type, default=None):
         content_type = (content_type or "").lower()  # media types are case-insensitive
+        if self.videos is not None and content_type.startswith("video/"):
+            return self.videos
         if self.images is not None and (content_type.startswith("image/")
                                         or content_type == "application/octet-stream"):
             return self.images
@@ -334,21 +341,38 @@ def _without_injected(parse: Callable | None) -> Callable | None:
     return parse_and_check
 
 
-def image_bodies(max_bytes: Callable[[], int], types: tuple[str, ...] = IMAGE_TYPES) -> _ByType:
+def image_bodies(max_bytes: Callable[[], int], types: tuple[str, ...] = IMAGE_TYPES,
+                 max_video_bytes: Callable[[], int] | None = None) -> _ByType:
     """The bodies of the routes that take images: multipart forms, JSON, url-encoded forms and
     raw images (or those of them that types names), none read past what ``max_bytes()``
-    allows (read per request: settings may change), base64 included."""
+    allows (read per request: settings may change), base64 included. With
+    ``max_video_bytes``, also a video clip: a multipart part ``video``, or a raw ``video/*``
+    body (or an ``application/octet-stream`` one that begins as a video file does)."""
+    videos = max_video_bytes or (lambda: 0)
+    accepted = types if max_video_bytes is None else types + ("video/*",)
 
     def raw_image(body, content_length=0, **params):
-        return {"image": uploads.read_raw(body, content_length, max_bytes())}
+        if max_video_bytes is None:
+            return {"image": uploads.read_raw(body, content_length, max_bytes())}
+        data = uploads.read_raw(body, content_length, max(max_bytes(), videos()))
+        if clips.looks_like_video(data):
+            return {"video": data}
+        if len(data) > max_bytes():
+            raise ImageTooLarge(detail=f"bytes: at most {max_bytes()}")
+        return {"image": data}
+
+    def raw_video(body, content_length=0, **params):
+        return {"video": uploads.read_raw(body, content_length, videos(), "video")}
 
     def multipart(body, content_length=0, **params):
-        return uploads.read_multipart(body, params.get("boundary"), content_length, max_bytes())
+        return uploads.read_multipart(body, params.get("boundary"), content_length, max_bytes(),
+                                      videos())
 
     parsers = {"multipart/form-data": multipart, "application/json": _json_object,
                "application/x-www-form-urlencoded": _strict(_form_or_image)}
-    return _ByType({kind: parse for kind, parse in parsers.items() if kind in types}, types,
-                   images=raw_image if "image/*" in types else None)
+    return _ByType({kind: parse for kind, parse in parsers.items() if kind in accepted},
+                   accepted, images=raw_image if "image/*" in accepted else None,
+                   videos=None if max_video_bytes is None else raw_video)
 
 
 # The bodies of the routes that take fields only (POST /streams, /webhooks): JSON or a form.

@@ -89,7 +89,7 @@ class Edge:
         and a CORS preflight from an allowed origin is answered."""
         request.context["started"] = time.monotonic()
         settings = self.settings()
-        limit = body_limit(settings.max_image_bytes)
+        limit = body_limit(settings.max_image_bytes, settings.max_video_bytes)
         try:
             length = request.content_length or 0
         except falcon.HTTPInvalidHeader:
