@@ -60,6 +60,13 @@ SCOPES = {
     ("GET", "/webhooks/{webhook_id}"): "read",
     ("POST", "/streams"): "admin", ("DELETE", "/streams/{stream_id}"): "admin",
     ("POST", "/webhooks"): "admin", ("DELETE", "/webhooks/{webhook_id}"): "admin",
+    # the web app: its files, webcam sessions, unknown faces, what a key may do
+    ("GET", "/"): None, ("GET", "/app/{asset}"): None, ("GET", "/favicon.ico"): None,
+    ("POST", "/sessions"): "read", ("POST", "/sessions/{session_id}/frames"): "read",
+    ("DELETE", "/sessions/{session_id}"): "read",
+    ("POST", "/sessions/{session_id}/tracks/{track}/enroll"): "admin",
+    ("GET", "/unknown"): "read", ("POST", "/events/{event_id}/enroll"): "admin",
+    ("POST", "/events/{event_id}/not"): "admin", ("GET", "/access"): "read",
     # CompreFace's API (recognizer.web.compat)
     ("POST", "/api/v1/recognition/recognize"): "read",
     ("POST", "/api/v1/recognition/faces"): "admin", ("GET", "/api/v1/recognition/faces"): "read",

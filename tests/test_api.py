@@ -326,10 +326,23 @@ def test_the_shared_rgba_photo_is_recognised(obama_and_biden):
 
 
 def test_unknown_routes_get_json_404_without_an_endpoint_listing(env):
-    for path in ("/nope", "/", "/people/x/y", "/documentation"):
+    for path in ("/nope", "/app/nope.js", "/people/x/y", "/documentation"):
         response = hug.test.get(api, path)
         assert response.status == falcon.HTTP_404
         assert response.data == {"errors": {"path": "not_found"}}
+
+
+def test_the_web_app_is_at_the_root_with_strict_headers(env):
+    page = hug.test.get(api, "/")
+    assert page.status == falcon.HTTP_200 and page.data.startswith("<!doctype html>")
+    assert page.headers_dict["content-type"] == "text/html; charset=utf-8"
+    policy = page.headers_dict["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy
+    assert page.headers_dict["x-frame-options"] == "DENY"
+    script = hug.test.get(api, "/app/main.js")
+    assert script.headers_dict["content-type"].startswith("text/javascript")
+    for name in ("../api.py", "..%2Fapi.py", ".hidden.js", "main.py"):
+        assert hug.test.get(api, f"/app/{name}").status == falcon.HTTP_404
 
 
 def test_unexpected_errors_are_500_json_without_a_trace(env, monkeypatch):

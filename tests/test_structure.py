@@ -69,5 +69,5 @@ def test_every_error_code_is_documented():
     from recognizer.errors import every_code
 
     documented = "".join((ROOT / "docs" / page).read_text() for page in
-                         ("api.md", "cli.md", "video.md", "streams.md"))
+                         ("api.md", "cli.md", "video.md", "streams.md", "webapp.md"))
     assert [code for code in every_code() if not re.search(rf"\b{code}\b", documented)] == []
