@@ -131,8 +131,9 @@ def test_two_gunicorn_workers_counts_add_up_and_every_log_line_has_the_request_i
     folder = tmp_path / "metrics"
     folder.mkdir()
     port = free_port()
-    command = [f"{VENV_BIN}/gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--timeout", "60",
-               "api:__hug_wsgi__"]
+    # a worker holds at most 2 connections: concurrent requests must reach both
+    command = [f"{VENV_BIN}/gunicorn", "-w", "2", "--worker-connections", "2", "-b",
+               f"127.0.0.1:{port}", "--timeout", "60", "api:__hug_wsgi__"]
     env_vars = settings(store_location) | {"OPENBLAS_NUM_THREADS": "1",
                                            "PROMETHEUS_MULTIPROC_DIR": str(folder),
                                            "FACEREC_LOG_FORMAT": "json", "FACEREC_RATE_LIMIT": "0"}
