@@ -54,7 +54,8 @@ _SAME_FACE_IOU, _SAME_FACE_COVERED = 0.5, 0.95
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _encoders: queue.LifoQueue = queue.LifoQueue()  # (5-point predictor, ResNet) copies, idle
-_encoder_slots = threading.BoundedSemaphore(max(2, len(os.sched_getaffinity(0))))
+_CORES = max(2, len(os.sched_getaffinity(0)))
+_encoder_slots = threading.BoundedSemaphore(_CORES)
 # Images narrower than this hold no detectable face (HOG's window is 80 px, 20 px at upsample 2);
 # dlib's CNN detector corrupts memory on images of a few pixels, so they never reach it.
 MIN_DETECT_SIDE = 20
@@ -239,10 +240,13 @@ def _threads() -> ThreadPoolExecutor:
 
 def warm_up() -> None:
     """Run detection and an encoding once, so that dlib's models are loaded and their first
-    call's set-up is done before a request needs them."""
+    call's set-up is done before a request needs them; and make every copy of the encoding
+    models now, so that a worker's memory does not grow under its first concurrent load."""
     image = np.zeros((120, 120, 3), np.uint8)
     detect(image)
-    encode(image, [Box(10, 110, 110, 10)])
+    boxes = [Box(10, 110, 110, 10)] * _CORES
+    with ThreadPoolExecutor(_CORES) as warming:  # each thread takes (and makes) its own copy
+        list(warming.map(lambda box: encode(image, [box, box]), boxes))
 
 
 def nearest_centre(boxes: list[Box], width: int, height: int) -> Box:
