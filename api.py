@@ -18,7 +18,7 @@ from recognizer import errors
 from recognizer.build import progress_bar
 from recognizer.streams import live
 from recognizer.web import cli as commands
-from recognizer.web import compat, documents, inputs
+from recognizer.web import compat, documents, inputs, requestlog
 from recognizer.web.devserver import keep_queries_out_of_request_logs
 from recognizer.web.middleware import Edge, error_headers
 from recognizer.web.routes import Routes
@@ -68,8 +68,7 @@ STATUS = {
 def get_service():
     """Read the settings and open the store, once per process."""
     settings = recognizer.Settings.from_env()
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
+    requestlog.configure(settings.log_format)
     return recognizer.FaceService(settings)
 
 
@@ -407,6 +406,13 @@ def ready(service: injected, response):
     readiness = service.readiness()
     response.status = falcon.HTTP_200 if readiness.ready else falcon.HTTP_503
     return readiness
+
+
+@routes.get("/metrics", parse_body=False, requires=scope.read, output=documents.as_is)
+def metrics(service: injected, response):
+    """Prometheus metrics of every process of this server (see docs/deployment.md)."""
+    response.content_type = recognizer.metrics.CONTENT_TYPE
+    return service.metrics()
 
 
 @routes.get("/openapi.json", parse_body=False, requires=scope.open)

@@ -36,6 +36,12 @@ def _flag(text: str) -> bool:
     raise ValueError("expected 1/0, true/false, yes/no or on/off")
 
 
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return text
+
+
 def _model(text: str) -> str:
     if text not in MODELS:
         raise ValueError(f"expected one of {', '.join(MODELS)}")
@@ -102,6 +108,9 @@ class Settings:
     tolerance: float = 0.55
     ratio: float = 0.8475
     jitters: int = 5
+    # A face is encoded without jitter, and again with `jitters` only when its decision is
+    # within this distance of a boundary (scripts/eval_jitters.py; 1: every face jittered)
+    jitter_margin: float = 0.05
     enroll_jitters: int = 10
     min_face_size: int = QualityLimits.min_face_size
     min_sharpness: float = QualityLimits.min_sharpness
@@ -112,6 +121,8 @@ class Settings:
     upsample: int = 1
     detect_max_side: int = 640
     max_faces: int = 20
+    request_threads: int = 2  # threads one recognition uses when its process has no other
+    log_format: str = "text"  # or "json": one object a line
     max_image_bytes: int = 32 * 1024 * 1024  # a 50 MP phone photo is 15-30 MB
     max_image_pixels: int = 40_000_000
     max_video_bytes: int = 64 * 1024 * 1024  # an enrolment clip: 15 s of 1080p is 20-40 MB
@@ -213,6 +224,7 @@ _VARIABLES: dict[str, tuple[Callable[[str], object], Bound | None]] = {
     "tolerance": (float, limits.TOLERANCE),
     "ratio": (float, limits.RATIO),
     "jitters": (int, limits.JITTERS),
+    "jitter_margin": (float, limits.JITTER_MARGIN),
     "enroll_jitters": (int, limits.JITTERS),
     "min_face_size": (int, limits.FACE_SIZE),
     "min_sharpness": (float, limits.SHARPNESS),
@@ -223,6 +235,8 @@ _VARIABLES: dict[str, tuple[Callable[[str], object], Bound | None]] = {
     "upsample": (int, limits.UPSAMPLE),
     "detect_max_side": (int, limits.DETECT_MAX_SIDE),
     "max_faces": (int, limits.MAX_FACES),
+    "request_threads": (int, limits.REQUEST_THREADS),
+    "log_format": (_log_format, None),
     "max_image_bytes": (int, limits.BYTES),
     "max_image_pixels": (int, limits.PIXELS),
     "max_video_bytes": (int, limits.BYTES),

@@ -3,13 +3,21 @@
 Detection runs on a copy downscaled to a maximum side, because HOG's cost grows with pixels;
 the boxes are mapped back to the original pixels and the encodings are computed there.
 Each image is detected once, and the boxes are handed to the encoder.
+
+One request can use two cores: HOG's image pyramid is split in two halves of about equal work
+(its two finest levels, and the rest), detected on two threads (dlib releases the GIL), and a
+request's faces are encoded on threads, each with its own copy of dlib's models.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import tempfile
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -22,15 +30,32 @@ from . import timing
 with warnings.catch_warnings():  # face_recognition_models still imports pkg_resources
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     import face_recognition
+    import face_recognition_models
 
 # face_recognition sets this to True, process-wide, when it is imported. Our policy is to refuse
 # truncated images (images.decode answers 415 image_truncated), so undo it here.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-# dlib's CNN detector, landmark models and ResNet are shared and keep per-call state: one call at
-# a time per process. The HOG detector is cheap to make, so each thread has its own.
+# dlib's CNN detector and landmark models are shared and keep per-call state: one call at a time
+# per process. The HOG detector is cheap to make, so each thread has its own; encodings use a
+# few copies of the 5-point predictor and the ResNet (_encoders), one per core at most.
 _dlib_lock = threading.Lock()
 _local = threading.local()
+# HOG's pyramid shrinks each level by 5/6; its two finest levels hold 52% of the work (1 - (5/6)^4),
+# so they run on one thread and the coarser levels, on a copy 25/36 the size, on another.
+_FINE_LEVELS = 2
+_PYRAMID, _DOUBLE = dlib.pyramid_down(6), dlib.pyramid_down(2)
+# dlib's serialized frontal face detector: window 80x80, then max_pyramid_levels (1000, as dlib
+# writes an int: its byte count, then little-endian bytes). The fine half's copy has 2 levels.
+_LEVELS_FIELD = bytes([1, 80, 1, 80, 2, 0xE8, 0x03])
+# Two detections of one face overlap this much at least (intersection over union), or one lies
+# this much inside the other: dlib's own rule for the frontal face detector, on the split levels.
+_SAME_FACE_IOU, _SAME_FACE_COVERED = 0.5, 0.95
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_encoders: queue.LifoQueue = queue.LifoQueue()  # (5-point predictor, ResNet) copies, idle
+_CORES = max(2, len(os.sched_getaffinity(0)))
+_encoder_slots = threading.BoundedSemaphore(_CORES)
 # Images narrower than this hold no detectable face (HOG's window is 80 px, 20 px at upsample 2);
 # dlib's CNN detector corrupts memory on images of a few pixels, so they never reach it.
 MIN_DETECT_SIDE = 20
@@ -89,18 +114,20 @@ if not blas_enabled():
 
 
 def detect(image: np.ndarray, model: str = "hog", upsample: int = 1,
-           max_side: int = 640) -> list[Box]:
+           max_side: int = 640, threads: int = 1) -> list[Box]:
     """Find faces, largest first, detecting on a copy no larger than max_side.
 
     :param model: "hog" (CPU) or "cnn" (dlib's MMOD CNN; slow without a GPU)
     :param upsample: times to upsample the (downscaled) image; finds smaller faces, costs 4x each
+    :param threads: 2 splits HOG's pyramid over two threads (see split_hog)
     :return: boxes in the original image's pixels
     """
-    return detect_scaled(image, min(1.0, max_side / max(image.shape[:2])), model, upsample)
+    return detect_scaled(image, min(1.0, max_side / max(image.shape[:2])), model, upsample,
+                         threads)
 
 
 def detect_scaled(image: np.ndarray, scale: float, model: str = "hog",
-                  upsample: int = 1) -> list[Box]:
+                  upsample: int = 1, threads: int = 1) -> list[Box]:
     """Find faces, largest first, detecting on a copy resized by scale (1 = as it is).
 
     :return: boxes in the original image's pixels
@@ -114,7 +141,10 @@ def detect_scaled(image: np.ndarray, scale: float, model: str = "hog",
     if min(resized.shape[:2]) < MIN_DETECT_SIDE:  # no face fits; dlib's CNN crashes on these
         return []
     with timing.stage("detect"):
-        found = _locate(resized, model, upsample)
+        if model == "hog" and threads > 1:
+            found = split_hog(resized, upsample)
+        else:
+            found = _locate(resized, model, upsample)
     boxes = [_to_original(location, scale, width, height) for location in found]
     return sorted((box for box in boxes if box.area > 0), key=lambda box: box.area, reverse=True)
 
@@ -130,19 +160,93 @@ def _locate(image: np.ndarray, model: str, upsample: int) -> list[tuple[int, int
     return [(rect.top(), rect.right(), rect.bottom(), rect.left()) for rect in found]
 
 
-def _hog_detector():
-    """dlib's HOG face detector for the calling thread (a detector keeps per-call state)."""
-    if not hasattr(_local, "hog"):
-        _local.hog = dlib.get_frontal_face_detector()
-    return _local.hog
+def split_hog(image: np.ndarray, upsample: int) -> list[tuple[int, int, int, int]]:
+    """HOG on two threads, as (top, right, bottom, left): the pyramid's two finest levels with
+    a copy of the detector limited to them, and its coarser levels on a copy of the image
+    already shrunk to the third level; overlapping detections are then merged as dlib does."""
+    coarse = _threads().submit(_coarse_levels, image, upsample)
+    rects, scores, _ = _hog_detector(fine=True).run(image, upsample, 0.0)
+    found = [(score, (r.top(), r.right(), r.bottom(), r.left())) for r, score in
+             zip(rects, scores)] + coarse.result()
+    kept: list[tuple[int, int, int, int]] = []
+    for _, box in sorted(found, reverse=True):
+        if not any(_same_face(box, other) for other in kept):
+            kept.append(box)
+    return kept
+
+
+def _coarse_levels(image: np.ndarray, upsample: int) -> list[tuple[float, tuple]]:
+    """(score, (top, right, bottom, left)) of the pyramid's levels from _FINE_LEVELS on: the
+    image upsampled as dlib does it, shrunk by dlib's own pyramid step, scanned whole."""
+    height, width = image.shape[:2]
+    copy = dlib.resize_image(image, height << upsample, width << upsample) if upsample else image
+    for _ in range(_FINE_LEVELS):
+        copy = _PYRAMID(copy)
+    if min(copy.shape[:2]) < 80:  # smaller than HOG's window: the fine levels were all there was
+        return []
+    rects, scores, _ = _hog_detector().run(copy, 0, 0.0)
+    found = []
+    for rect, score in zip(rects, scores):
+        for _ in range(_FINE_LEVELS):
+            rect = _PYRAMID.rect_up(rect)
+        for _ in range(upsample):
+            rect = _DOUBLE.rect_down(rect)
+        found.append((score, (rect.top(), rect.right(), rect.bottom(), rect.left())))
+    return found
+
+
+def _same_face(one: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> bool:
+    """Whether two (top, right, bottom, left) detections are one face (dlib's overlap test)."""
+    first, second = Box(*one), Box(*other)
+    height = max(0, min(first.bottom, second.bottom) - max(first.top, second.top))
+    width = max(0, min(first.right, second.right) - max(first.left, second.left))
+    inside = height * width / max(1, min(first.area, second.area))
+    return first.overlap(second) > _SAME_FACE_IOU or inside > _SAME_FACE_COVERED
+
+
+def _hog_detector(fine: bool = False):
+    """dlib's HOG face detector for the calling thread (a detector keeps per-call state); with
+    fine, a copy that scans only the pyramid's _FINE_LEVELS finest levels."""
+    name = "fine_hog" if fine else "hog"
+    if not hasattr(_local, name):
+        detector = dlib.get_frontal_face_detector()
+        setattr(_local, name, _limited(detector) if fine else detector)
+    return getattr(_local, name)
+
+
+def _limited(detector):
+    """A copy of a HOG detector that scans only its pyramid's _FINE_LEVELS finest levels."""
+    with tempfile.TemporaryDirectory(prefix="facerec-hog-") as folder:
+        path = os.path.join(folder, "detector.svm")
+        detector.save(path)
+        with open(path, "rb") as saved:
+            data = saved.read()
+        if data.count(_LEVELS_FIELD) != 1:
+            raise RuntimeError("dlib's detector is not serialized as expected")
+        with open(path, "wb") as patched:
+            patched.write(data.replace(_LEVELS_FIELD, _LEVELS_FIELD[:4] + bytes([1, _FINE_LEVELS])))
+        return dlib.fhog_object_detector(path)
+
+
+def _threads() -> ThreadPoolExecutor:
+    """The threads that run a request's second half of detection and its other encodings."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(2, len(os.sched_getaffinity(0))),
+                                       thread_name_prefix="facerec-faces")
+        return _pool
 
 
 def warm_up() -> None:
     """Run detection and an encoding once, so that dlib's models are loaded and their first
-    call's set-up is done before a request needs them."""
+    call's set-up is done before a request needs them; and make every copy of the encoding
+    models now, so that a worker's memory does not grow under its first concurrent load."""
     image = np.zeros((120, 120, 3), np.uint8)
     detect(image)
-    encode(image, [Box(10, 110, 110, 10)])
+    boxes = [Box(10, 110, 110, 10)] * _CORES
+    with ThreadPoolExecutor(_CORES) as warming:  # each thread takes (and makes) its own copy
+        list(warming.map(lambda box: encode(image, [box, box]), boxes))
 
 
 def nearest_centre(boxes: list[Box], width: int, height: int) -> Box:
@@ -151,15 +255,36 @@ def nearest_centre(boxes: list[Box], width: int, height: int) -> Box:
                + (b.top + b.bottom - height) ** 2)
 
 
-def encode(image: np.ndarray, boxes: list[Box], num_jitters: int = 1) -> list[np.ndarray]:
-    """Compute the 128-d encoding of each box, at the image's full resolution."""
+def encode(image: np.ndarray, boxes: list[Box], num_jitters: int = 1,
+           threads: int = 1) -> list[np.ndarray]:
+    """Compute the 128-d encoding of each box, at the image's full resolution, as
+    face_recognition.face_encodings does (5-point alignment, dlib's ResNet).
+
+    :param threads: encode this many faces at once, each with its own copy of the models
+    """
     if not boxes:
         return []
-    with timing.stage("encode"), _dlib_lock:
-        encodings = face_recognition.face_encodings(
-            image, [box.as_css() for box in boxes], num_jitters=num_jitters
-        )
-    return [np.asarray(encoding, dtype=np.float64) for encoding in encodings]
+    with timing.stage("encode"):
+        if threads > 1 and len(boxes) > 1:
+            first = _threads().map(lambda box: _encode_one(image, box, num_jitters), boxes[1:])
+            return [_encode_one(image, boxes[0], num_jitters), *first]
+        return [_encode_one(image, box, num_jitters) for box in boxes]
+
+
+def _encode_one(image: np.ndarray, box: Box, num_jitters: int) -> np.ndarray:
+    with _encoder_slots:
+        try:
+            predictor, network = _encoders.get_nowait()
+        except queue.Empty:  # a copy per core at most, made when first needed
+            models = face_recognition_models
+            predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
+            network = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        try:
+            rect = dlib.rectangle(box.left, box.top, box.right, box.bottom)
+            return np.asarray(network.compute_face_descriptor(image, predictor(image, rect),
+                                                              num_jitters), dtype=np.float64)
+        finally:
+            _encoders.put((predictor, network))
 
 
 def _to_original(location: tuple[int, int, int, int], scale: float, width: int,

@@ -69,14 +69,17 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     return pixels
 
 
-def decode_scaled(data: bytes, max_pixels: int,
-                  reduce: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_scaled(data: bytes, max_pixels: int, reduce: bool = True,
+                  least_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode image bytes into (RGB pixels, the image's own (width, height)): a JPEG over
     max_pixels is decoded at 1/2, 1/4 or 1/8 of its size (JPEG's DCT scaling, Pillow's draft),
-    so that a 50 MP phone photo never becomes 150 MB of pixels. Sizes are as the image is
-    shown, after its EXIF orientation.
+    so that a 50 MP phone photo never becomes 150 MB of pixels; with least_side, a JPEG is
+    decoded at the smallest of those sizes whose longest side is still least_side or more. Sizes
+    are as the image is shown, after its EXIF orientation.
 
     :param reduce: allow decoding a JPEG at a reduced size
+    :param least_side: the longest side a reduced JPEG must keep (None: reduce only for
+        max_pixels)
     :raises UnsupportedImage: not one of FORMATS, corrupt or truncated
     :raises ImageTooLarge: more than max_pixels pixels, even at 1/8 (JPEG)
     """
@@ -91,7 +94,7 @@ def decode_scaled(data: bytes, max_pixels: int,
                     raise ImageTooLarge(detail=f"pixels: at most {max_pixels}")
                 _check_density(width * height, len(data))
                 if reduce:
-                    _reduce(image, max_pixels)
+                    _reduce(image, max_pixels, least_side)
                 if image.size[0] * image.size[1] > max_pixels:
                     raise ImageTooLarge(detail=f"pixels: at most {max_pixels}")
                 image.load()
@@ -112,15 +115,23 @@ def _check_density(pixels: int, size: int) -> None:
                               f" {MAX_PIXELS_PER_BYTE} pixels a byte")
 
 
-def _reduce(image: Image.Image, max_pixels: int) -> None:
+def _reduce(image: Image.Image, max_pixels: int, least_side: int | None = None) -> None:
     """Ask a JPEG's decoder for the largest of 1/1, 1/2, 1/4, 1/8 of its size that holds at
-    most max_pixels (other formats are decoded whole)."""
+    most max_pixels, or the smallest whose longest side is least_side or more (other formats
+    are decoded whole)."""
     width, height = image.size
-    if image.format != "JPEG" or width * height <= max_pixels:
+    if image.format != "JPEG":
         return
-    for step in (2, 4, 8):
-        if -(-width // step) * -(-height // step) <= max_pixels:
-            break
+    step = 1
+    if least_side is not None:
+        while step < 8 and max(width, height) // (step * 2) >= least_side:
+            step *= 2
+    if width * height > max_pixels:
+        for step in (2, 4, 8):
+            if -(-width // step) * -(-height // step) <= max_pixels:
+                break
+    if step == 1:
+        return
     # Pillow decodes at the largest power-of-two reduction that the requested size divides
     # the image by, rounded down: ask for width // step to get width / step (rounded up)
     image.draft(image.mode, (max(1, width // step), max(1, height // step)))

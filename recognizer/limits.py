@@ -68,6 +68,8 @@ MAX_SHOTS = Bound(1, 20)  # frames of a clip enrolled
 # Settings (FACEREC_* variables) that are not also request parameters
 RATIO = Bound(0, 1, whole=False, above=True)
 JITTERS = Bound(1, 100)
+JITTER_MARGIN = Bound(0, 1, whole=False)  # a distance; 0: never re-encode, 1: always jitter
+REQUEST_THREADS = Bound(1, 2)  # HOG's pyramid is split in two
 ANGLE = Bound(0, 180, whole=False)  # the quality gate's largest yaw, pitch and roll
 FACE_SIZE = Bound(0, 100_000)  # the quality gate's smallest face, in pixels across
 SHARPNESS = Bound(0, 1e12, whole=False)  # the quality gate's least sharpness

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import fetch, images
+from . import fetch, images, timing
 from .config import Settings
 from .errors import ImageTooLarge, InvalidParameter, RecognizerError
 from .uploads import encoded_limit
@@ -67,7 +67,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-Decode = Callable[[bytes, int], tuple[np.ndarray, tuple[int, int]]]
+Decode = Callable[..., tuple[np.ndarray, tuple[int, int]]]
+# A request's JPEG is decoded at a reduced size (DCT scaling) when it keeps this many times the
+# detection size: the smallest face detection finds (40 px across in the detection copy, at
+# upsample 1) is then still 100 px across, as much as dlib's 150-px aligned chip (the face and
+# a quarter of its width each side) uses. A 12 MP photo decodes at 1/2 in 40% of the time.
+DETAIL = 2.5
 
 
 def from_request(settings: Settings, image_url: str | None = None, image: object = None,
@@ -135,10 +140,13 @@ def decode_base64(field: str, text: object, max_bytes: int, require_uri: bool = 
         raise InvalidParameter(field, "invalid_base64", "base64 text") from None
 
 
-def from_url(settings: Settings, url: str, decode: Decode = images.decode_scaled) -> Picture:
+def from_url(settings: Settings, url: str,
+             decode: Decode = images.decode_scaled) -> Picture:
     """Fetch (SSRF-safe, size- and time-bounded) and decode the image at url."""
-    data = fetch.fetch(url, max_bytes=settings.max_image_bytes, timeout=settings.fetch_timeout,
-                       allow_private=settings.allow_private_networks)
+    with timing.stage("fetch"):
+        data = fetch.fetch(url, max_bytes=settings.max_image_bytes,
+                           timeout=settings.fetch_timeout,
+                           allow_private=settings.allow_private_networks)
     return _decoded(settings, data, f"url:{sha256(url.encode())}", decode)
 
 
@@ -162,6 +170,13 @@ def from_path(settings: Settings, path: str | Path) -> Picture:
 
 
 def _decoded(settings: Settings, data: bytes, source: str,
-             decode: Decode = images.decode_scaled) -> Picture:
-    pixels, original = decode(data, settings.max_image_pixels)
+             decode: Decode | None = None) -> Picture:
+    """A request's image (decode given) at the size that holds every detail recognition uses;
+    a local file (CLI) at full size."""
+    with timing.stage("decode"):
+        if decode is None:
+            pixels, original = images.decode_scaled(data, settings.max_image_pixels)
+        else:
+            pixels, original = decode(data, settings.max_image_pixels,
+                                      least_side=round(settings.detect_max_side * DETAIL))
     return Picture(pixels, source, sha256(data), original)

@@ -51,7 +51,8 @@ class Decoder:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    def decode(self, data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    def decode(self, data: bytes, max_pixels: int,
+               least_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
         """(RGB pixels, the image's own size), as ``images.decode_scaled`` gives them.
 
         :raises ImageTooComplex: the decoder ran out of CPU time or time (it is then gone)
@@ -59,7 +60,7 @@ class Decoder:
         :raises UnsupportedImage: not an image the service decodes
         """
         try:
-            self.connection.send((data, max_pixels))
+            self.connection.send((data, max_pixels, least_side))
             if not self.connection.poll(self.budget.seconds):
                 self.stop()
                 raise ImageTooComplex(f"time: decoding took over {self.budget.seconds:g} s")
@@ -98,12 +99,13 @@ class Decoders:
         self._lock = threading.Condition()
         self._context = None
 
-    def decode(self, data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    def decode(self, data: bytes, max_pixels: int,
+               least_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
         """Decode in a decoder process (see :class:`Decoder`), after ``images.precheck``."""
         images.precheck(data, max_pixels)
         decoder = self._take()
         try:
-            return decoder.decode(data, max_pixels)
+            return decoder.decode(data, max_pixels, least_side)
         finally:
             self._give(decoder)
 
@@ -151,7 +153,7 @@ def _serve(connection: Connection, budget: Budget) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     while True:
         try:
-            data, max_pixels = connection.recv()
+            data, max_pixels, least_side = connection.recv()
         except EOFError:
             return
         used = resource.getrusage(resource.RUSAGE_SELF)
@@ -159,7 +161,7 @@ def _serve(connection: Connection, budget: Budget) -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)
         resource.setrlimit(resource.RLIMIT_CPU, (spent + budget.cpu_seconds, hard))
         try:
-            pixels, original = images.decode_scaled(data, max_pixels)
+            pixels, original = images.decode_scaled(data, max_pixels, least_side=least_side)
         except RecognizerError as error:
             connection.send(("error", error))
             continue

@@ -1,7 +1,9 @@
-"""How long one request spends in each stage of the pipeline (detection, encoding, matching),
-for the callers that report it (CompreFace's ``status=true``). A stage marks itself with
-``stage(name)``; nothing is measured or kept unless the caller collects with ``collect()``,
-and each request (each thread, each context) collects its own. Pure Python."""
+"""How long one request spends in each stage of the pipeline (fetch, decode, detection,
+encoding, matching), for the callers that report it: the Server-Timing header and the stage
+histograms of /metrics (``web.middleware``), CompreFace's ``status=true``. A stage marks itself
+with ``stage(name)``; nothing is measured or kept unless a caller collects with ``collect()``,
+and each request (each thread, each context) collects its own. Collections nest: a stage adds
+to every collection in progress. Pure Python."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import time
 from contextvars import ContextVar
 from typing import Iterator
 
-_collecting: ContextVar[dict[str, float] | None] = ContextVar("facerec_stages", default=None)
+_collecting: ContextVar[tuple[dict[str, float], ...]] = ContextVar("facerec_stages", default=())
+_open: ContextVar[frozenset[str]] = ContextVar("facerec_open_stages", default=frozenset())
 
 
 @contextlib.contextmanager
@@ -18,7 +21,7 @@ def collect() -> Iterator[dict[str, float]]:
     """Collect the milliseconds spent in each stage marked within the block, by name (a stage
     entered several times adds up)."""
     spent: dict[str, float] = {}
-    token = _collecting.set(spent)
+    token = _collecting.set(_collecting.get() + (spent,))
     try:
         yield spent
     finally:
@@ -27,13 +30,18 @@ def collect() -> Iterator[dict[str, float]]:
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Mark a stage: its time is added to the collection in progress, if any."""
-    spent = _collecting.get()
-    if spent is None:
+    """Mark a stage: its time is added to the collections in progress, if any. A stage inside
+    one of the same name (a caller's "decode" around the service's) is counted once."""
+    collections, already = _collecting.get(), _open.get()
+    if not collections or name in already:
         yield
         return
+    token = _open.set(already | {name})
     started = time.perf_counter()
     try:
         yield
     finally:
-        spent[name] = spent.get(name, 0.0) + (time.perf_counter() - started) * 1000
+        elapsed = (time.perf_counter() - started) * 1000
+        _open.reset(token)
+        for spent in collections:
+            spent[name] = spent.get(name, 0.0) + elapsed

@@ -11,6 +11,12 @@ service's .npz with face_recognition. Every server is started and stopped here.
    (one worker per core, OPENBLAS_NUM_THREADS=1) and against the naive single-process server.
 3. Names: for every image, whether both services name the same set of people (unknown faces
    are left out of the comparison and counted).
+4. The floor of each image, measured in this process: HOG at the size the service detects at,
+   split over the cores (its single-thread time / cores), plus one encoding (no jitter) per
+   face. Our latency is printed against it.
+
+The images: four photos of the shared set, and a 12 MP photo made here by upscaling the group
+photo misc/obama_and_biden.jpg to 4096x2925 (Lanczos, JPEG quality 90): labelled "upscaled".
 
     .venv/bin/python scripts/bench_api.py [--rounds 5] [--seconds 20]
 """
@@ -44,7 +50,9 @@ ENROL = {
     "alex_lacamoire": "alex_lacamoire/alex_lacamoire_img1.jpg",
     "lin_manuel_miranda": "lin_manuel_miranda/lin-manuel-miranda.png",
 }
-PORTRAITS = ("people/obama/obama-1080p.jpg", "people/obama/obama-240p.jpg")
+IMAGES = ("people/obama/obama-1080p.jpg", "people/obama/obama2.jpg", "misc/two_people.jpg",
+          "misc/kit_with_rose.jpg")
+UPSCALED = ("misc/obama_and_biden.jpg", "group-12mp-upscaled.jpg", (4096, 2925))
 TIMEOUT = 120
 
 
@@ -113,7 +121,7 @@ def image_server(faces_dir, tmp):
     port = free_port()
     command = [sys.executable, "-m", "http.server", port, "--bind", "127.0.0.1",
                "--directory", faces_dir]
-    return serving(command, port, tmp / "images.log", ready_path="/" + PORTRAITS[0])
+    return serving(command, port, tmp / "images.log", ready_path="/" + IMAGES[0])
 
 
 def dev_server(api_file, env, tmp, label):
@@ -189,16 +197,22 @@ def mean_of(outcomes):
     return statistics.fmean(times) if times else float("nan")
 
 
-def print_latency(results, rounds):
-    """Per image and overall: median seconds of each service and naive/ours."""
+def print_latency(results, rounds, floors):
+    """Per image and overall: median seconds of each service, naive/ours, the floor and
+    ours/floor; then the goals."""
     print(f"\nlatency: hug dev server, one process each, requests alternating, {rounds} rounds "
           f"after 1 warm-up round (median seconds)")
-    print(f"{'image':<32} {'ours':>8} {'naive':>8} {'naive/ours':>11} {'errors':>7}")
+    print(f"{'image':<32} {'ours':>8} {'naive':>8} {'naive/ours':>11} {'floor':>8}"
+          f" {'ours/floor':>11} {'errors':>7}")
+    ratios, over_floor = [], []
     for image in results["ours"]:
         ours, naive = results["ours"][image], results["naive"][image]
         errors_ = sum(error is not None for _, _, error in ours + naive)
+        ratios.append(median_of(naive) / median_of(ours))
+        over_floor.append(median_of(ours) / floors[image])
         print(f"{image:<32} {median_of(ours):>8.3f} {median_of(naive):>8.3f} "
-              f"{median_of(naive) / median_of(ours):>10.2f}x {errors_:>7}")
+              f"{ratios[-1]:>10.2f}x {floors[image]:>8.3f} {over_floor[-1]:>10.2f}x"
+              f" {errors_:>7}")
     ours = [o for outcomes in results["ours"].values() for o in outcomes]
     naive = [o for outcomes in results["naive"].values() for o in outcomes]
     ratio = median_of(naive) / median_of(ours)
@@ -207,8 +221,13 @@ def print_latency(results, rounds):
     mean_ours, mean_naive = mean_of(ours), mean_of(naive)
     print(f"{'all images, mean (not median)':<32} {mean_ours:>8.3f} {mean_naive:>8.3f} "
           f"{mean_naive / mean_ours:>10.2f}x")
-    print(f"goal: at least 4x lower median latency than naive: "
-          f"{'met' if ratio >= 4 else 'NOT met'} ({ratio:.2f}x)")
+    geometric = statistics.geometric_mean(ratios)
+    print(f"goal: every image at least 1.5x faster than naive: "
+          f"{'met' if min(ratios) >= 1.5 else 'NOT met'} (lowest {min(ratios):.2f}x)")
+    print(f"goal: geometric mean of naive/ours at least 4x: "
+          f"{'met' if geometric >= 4 else 'NOT met'} ({geometric:.2f}x)")
+    print(f"goal: every image within 1.5x of its floor: "
+          f"{'met' if max(over_floor) <= 1.5 else 'NOT met'} (highest {max(over_floor):.2f}x)")
     for label, outcomes in (("ours", ours), ("naive", naive)):
         for error, count in Counter(e for _, _, e in outcomes if e).items():
             print(f"  {label} error x{count}: {error}")
@@ -300,6 +319,41 @@ def print_names(results):
     print(f"images where the named people differ: {disagreements} of {len(results['ours'])}")
 
 
+# -- the floor ---------------------------------------------------------------------------------
+
+
+def floors(paths, rounds):
+    """{image: seconds}: HOG at the service's detection size on one thread, divided by the
+    cores, plus one encoding without jitter per face; medians of rounds runs, in this process
+    (images decoded as the service decodes a request's)."""
+    settings = recognizer.Settings()
+    cores = len(os.sched_getaffinity(0))
+    found = {}
+    for name, path in paths.items():
+        picture = recognizer.pictures.from_bytes(settings, path.read_bytes())
+        scale = min(1.0, settings.detect_max_side / max(picture.pixels.shape[:2]))
+        detect, encode = [], []
+        for _ in range(rounds + 1):
+            started = time.perf_counter()
+            boxes = faces.detect_scaled(picture.pixels, scale)
+            detect.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            faces.encode(picture.pixels, boxes)
+            encode.append(time.perf_counter() - started)
+        found[name] = (statistics.median(detect[1:]) / cores + statistics.median(encode[1:]))
+    return found
+
+
+def upscaled(faces_dir, tmp):
+    """The 12 MP photo: the group photo upscaled (Lanczos), as a phone would send it."""
+    from PIL import Image
+
+    source, name, size = UPSCALED
+    with Image.open(faces_dir / source) as photo:
+        photo.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(tmp / name, quality=90)
+    return tmp / name
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -312,14 +366,23 @@ def bench(args, tmp):
     print(f"  ours: quality gate overridden (force) for: {', '.join(forced) or 'none'}; "
           f"naive .npz: photos without exactly one face: {', '.join(odd) or 'none'}")
     ours_env = {"FACEREC_STORE": str(store), "FACEREC_ALLOW_PRIVATE_NETWORKS": "1"}
-    relative = [*PORTRAITS, *(f"misc/{p.name}" for p in sorted(args.faces.glob("misc/*.jpg")))]
-    with image_server(args.faces, tmp) as files, \
+    served = tmp / "faces"
+    served.mkdir()
+    for relative_ in IMAGES:
+        (served / relative_).parent.mkdir(parents=True, exist_ok=True)
+        (served / relative_).write_bytes((args.faces / relative_).read_bytes())
+    made = upscaled(args.faces, served)
+    relative = [*IMAGES, made.name]
+    with image_server(served, tmp) as files, \
             dev_server("scripts/naive_api.py", {"NAIVE_KNOWN": str(npz)}, tmp, "naive") as naive:
         images = {Path(r).name: f"{files}/{r}" for r in relative}
-        print(f"images: {', '.join(relative)} (from {args.faces}, served by http.server)")
+        print(f"images: {', '.join(IMAGES)} (from {args.faces}), and {made.name}: "
+              f"{UPSCALED[0]} upscaled to {UPSCALED[2][0]}x{UPSCALED[2][1]} (12 MP; upscaled, "
+              f"not a real 12 MP photo); served by http.server")
         with dev_server("api.py", ours_env, tmp, "ours") as ours:
             results = latency({"ours": ours, "naive": naive}, images, args.rounds)
-        print_latency(results, args.rounds)
+        floor = floors({Path(r).name: served / r for r in relative}, args.rounds)
+        print_latency(results, args.rounds, floor)
         print_names(results)
         urls = list(images.values())
         workers = len(os.sched_getaffinity(0))
@@ -332,8 +395,8 @@ def bench(args, tmp):
         theirs = throughput(naive, urls, args.clients, args.seconds)
         print_throughput_row("naive: hug dev server, 1 process", theirs)
     ratio = mine[0] / theirs[0]
-    print(f"ours/naive throughput: {ratio:.2f}x; goal of at least 3x: "
-          f"{'met' if ratio >= 3 else 'NOT met'}")
+    print(f"ours/naive throughput: {ratio:.2f}x; goal of at least 5x: "
+          f"{'met' if ratio >= 5 else 'NOT met'}")
 
 
 def main():

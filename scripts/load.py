@@ -6,6 +6,10 @@ enrols a few people over HTTP, warms up, then drives it with --clients concurren
 --seconds: /recognize by URL and by upload, /people, /health, an occasional enrol-then-delete,
 and a few bad requests. Every --sample seconds it reads the RSS (VmRSS) of every gunicorn worker.
 
+Meanwhile a probe, apart from the clients, asks /health, /ready and /metrics in turn every
+--probe seconds on a connection of its own, as a load balancer and Prometheus would: their
+latency while every worker is recognising (goal: /health p99 under 50 ms).
+
 It prints the requests, the rate, the status counts, the latency p50/p90/p99 (all and per kind),
 the unexpected outcomes (anything but the expected status, 429 or 503; must be 0), and each
 worker's RSS after the warm-up against the end (medians of the first and last three samples),
@@ -37,6 +41,7 @@ from recognizer.testing import FACES, ROOT, free_port, serving, wait_ready
 
 BIN = Path(sys.executable).parent
 GROWTH_GOAL = 10.0  # percent
+HEALTH_GOAL = 0.050  # seconds: /health's p99 at saturation
 TIMEOUT = 120
 
 # Enrolled at the start, one upload each (force=true: the quality gate is not under test here).
@@ -100,6 +105,17 @@ class Load:
         self.measuring = False
         self.stop = threading.Event()
 
+    def probe(self, every):
+        """/health, /ready and /metrics in turn, every `every` seconds, apart from the mix."""
+        session = requests.Session()
+        for path in itertools.cycle(["/health", "/ready", "/metrics"]):
+            if self.stop.wait(every):
+                return
+            kind = "probe " + path
+            _, outcome, seconds = self.timed(session, kind, "GET", path)
+            with self.lock:
+                self.results.append((kind, outcome, seconds, self.measuring))
+
     def client(self, number):
         chance = random.Random(self.seed * 1000 + number)
         session = requests.Session()
@@ -152,6 +168,7 @@ class Load:
 
 
 EXPECTED = {
+    "probe /health": 200, "probe /ready": 200, "probe /metrics": 200,
     "recognize_url": 200, "recognize_upload": 200, "recognize_raw": 200, "people": 200,
     "health": 200, "enroll": 201, "delete": 200, "bad_scheme": 400, "bad_parameter": 400,
     "not_found": 404, "not_an_image": 415, "missing_image": 400,
@@ -181,6 +198,8 @@ def main():
                         help="gunicorn workers (default: nproc)")
     parser.add_argument("--rate-limit", help="FACEREC_RATE_LIMIT for the service (default:"
                         " the service's own; 0 turns the limit off)")
+    parser.add_argument("--probe", type=float, default=0.25,
+                        help="seconds between the probe's requests")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
@@ -220,6 +239,7 @@ def main():
         load = Load(base, images_base, args.seed)
         clients = [threading.Thread(target=load.client, args=(n,), daemon=True)
                    for n in range(args.clients)]
+        clients.append(threading.Thread(target=load.probe, args=(args.probe,), daemon=True))
         for client in clients:
             client.start()
         time.sleep(args.warmup)
@@ -276,6 +296,11 @@ def report(load, elapsed, samples, final_workers, server_log, every):
     print(latency_line("recognize, 200", answered))
     print(f"unexpected outcomes (not the expected status, 429 or 503): {sum(unexpected.values())}"
           + (f" {dict(unexpected)}" if unexpected else ""))
+    health = [s for k, _, s in measured if k in ("health", "probe /health")]
+    p99 = percentile(health, .99)
+    print(f"goal: /health p99 under {HEALTH_GOAL * 1000:.0f} ms while recognitions saturate the"
+          f" workers: {'met' if p99 < HEALTH_GOAL else 'NOT met'} ({p99 * 1000:.0f} ms,"
+          f" {len(health)} requests)")
 
     problems = sum(unexpected.values())
     print(f"\nworker RSS (VmRSS every {every:g} s; start = median of the first 3"

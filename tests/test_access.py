@@ -49,7 +49,7 @@ SCOPES = {
     ("GET", "/recognize"): "read", ("POST", "/recognize"): "read",
     ("GET", "/verify"): "read", ("POST", "/verify"): "read",
     ("GET", "/detect"): "read", ("POST", "/detect"): "read",
-    ("GET", "/people"): "read", ("GET", "/people/{name}"): "read",
+    ("GET", "/people"): "read", ("GET", "/people/{name}"): "read", ("GET", "/metrics"): "read",
     ("GET", "/enroll"): "admin", ("POST", "/enroll"): "admin",
     ("DELETE", "/people/{name}"): "admin", ("DELETE", "/people/{name}/faces/{face_id}"): "admin",
     ("POST", "/people/{name}/rename"): "admin",

@@ -1139,7 +1139,7 @@ def test_the_keyed_service_answers_401_to_a_caller_without_a_key(reconfigure, im
     run_schemathesis(schema, subtests)
     spec = published()
     keyed = {f"{m} {p}" for m, p, operation in operations(spec) if "x-required-scope" in operation}
-    assert len(keyed) == 42  # 26 of the service's (13 of live video's), 11 of CompreFace's,
+    assert len(keyed) == 43  # 27 of the service's (13 of live video's), 11 of CompreFace's,
     # and 5 of DeepStack's
     assert {label for label, _ in answers} == {f"{m} {p}" for m, p, _ in fuzzed(spec)}
     assert {status for label, status in answers if label in keyed} == {401}

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from .. import video
+from .. import metrics, video
 from ..errors import RecognizerError, StoreUnavailable
 from ..store.streams import EventRow, NewEvent, StreamRow
 from ..tracking import Track
@@ -200,6 +200,7 @@ class StreamWorker:
         fps, detections = self.frames / seconds, self.detections / seconds
         self.frames = self.detections = 0
         running = self.state == "running" and not stopped
+        metrics.stream_status(self.row.id, fps if running else None)
         return {"state": "stopped" if stopped else self.state, "running": running,
                 "fps": round(fps, 1) if running else None,
                 "detections_per_second": round(detections, 1) if running else None,
@@ -225,6 +226,7 @@ class StreamWorker:
             if self.stop.is_set():
                 break
             self.reconnects += 1
+            metrics.stream_reconnected(self.row.id)
             self.state = "reconnecting"
             backoff = 1.0 if seen else min(MAX_BACKOFF, backoff * 2)
             log.info("stream %d (%s): %s; opening again in %.0f s", self.row.id, self.row.name,
@@ -316,6 +318,7 @@ class StreamWorker:
         stored = EventRow(ids[0], self.row.id, self.row.name, new.kind, new.track, at,
                           new.name, new.confidence, new.box, new.extra,
                           new.snapshot is not None and new.name is None)
+        metrics.stream_event(self.row.id, new.kind)
         self.runner.recorded(self.row, stored, presence)
 
     def _presence(self, event: NewEvent) -> list[tuple[str, bool, float, float | None]]:

@@ -1,7 +1,8 @@
 """gunicorn's logger, keeping the service's promise about logs: no URL, query, path or request
 line in them (they carry image URLs, tokens and person names), and no control characters
 (a request line of ``/people/x%0AFORGED`` must not write a forged line). gunicorn's access log
-is left out: the service logs each request itself, by route template (``/people/{name}``)."""
+is left out: the service logs each request itself, by route template (``/people/{name}``).
+With FACEREC_LOG_FORMAT=json, gunicorn's own lines are JSON objects too (``requestlog``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def scrub(message: object) -> str:
 
 class PrivateLogger(Logger):
     """gunicorn's Logger with every error message scrubbed and no access log."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        from ..config import Settings
+        from .requestlog import formatter
+
+        if Settings.from_env().log_format == "json":
+            for handler in self.error_log.handlers:
+                handler.setFormatter(formatter("json"))
 
     def critical(self, msg, *args, **kwargs):
         super().critical(scrub(msg % args if args else msg), **kwargs)

@@ -1,11 +1,13 @@
 """What every request and response goes through, as one falcon middleware: a body over the
 limit is refused before it is read, a path parameter can't be replaced from the query, CORS
 for the origins allowed, every response hardened, and one log line that says what happened
-without saying to whom; and an error answered under another API's prefix (CompreFace's,
+without saying to whom, carrying the request's id (``X-Request-ID``), with the time spent in
+each stage (``Server-Timing``) and counted for /metrics; and an error answered under another API's prefix (CompreFace's,
 DeepStack's: ``recognizer.compat``) is reshaped into that API's error body."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -15,10 +17,11 @@ from typing import Callable
 import falcon
 import hug
 
-from .. import compat
+from .. import compat, metrics, timing
 from ..config import Settings
 from ..errors import HostNotAllowed, ImageTooLarge, RecognizerError
 from ..uploads import body_limit
+from . import requestlog
 from .inputs import INJECTED
 
 log = logging.getLogger("facerec.api")
@@ -26,6 +29,8 @@ log = logging.getLogger("facerec.api")
 CORS_HEADERS = {"Access-Control-Allow-Headers": "X-API-Key, Content-Type",
                 "Access-Control-Expose-Headers": "Retry-After",
                 "Access-Control-Max-Age": "600"}
+# The routes whose answers say how long each stage of the pipeline took (Server-Timing).
+TIMED = frozenset({"/recognize", "/enroll", "/verify", "/detect"})
 
 
 def refuse(response: falcon.Response, status: str, body: dict,
@@ -88,6 +93,11 @@ class Edge:
         """Before anything is read: a body over the limit is refused by its declared length,
         and a CORS preflight from an allowed origin is answered."""
         request.context["started"] = time.monotonic()
+        request.context["request_id"], token = requestlog.begin(
+            request.get_header("X-Request-ID"))
+        request.context["stages"] = stages = contextlib.ExitStack()
+        stages.callback(requestlog.end, token)
+        request.context["spent"] = stages.enter_context(timing.collect())
         settings = self.settings()
         limit = body_limit(settings.max_image_bytes, settings.max_video_bytes)
         try:
@@ -142,10 +152,25 @@ class Edge:
             refuse(response, falcon.HTTP_405, {"errors": {"method": "method_not_allowed"}},
                    {"Allow": allowed})
         reshape_error(request, response)
-        started = request.context.get("started", time.monotonic())
+        try:
+            self._account(request, response)
+        finally:  # the request's id and stage timings end with it, whatever happened
+            with contextlib.suppress(KeyError):
+                request.context["stages"].close()
+
+    def _account(self, request: falcon.Request, response: falcon.Response) -> None:
+        """The request's id and timings in the answer, its log line and its metrics."""
+        seconds = time.monotonic() - request.context.get("started", time.monotonic())
+        spent = request.context.get("spent", {})
+        response.set_header("X-Request-ID", request.context.get("request_id", "-"))
+        if request.uri_template in TIMED:
+            response.set_header("Server-Timing", server_timing(spent, seconds))
         method = request.method.encode("unicode_escape").decode("ascii")[:16]
         log.info("%s %s %s %.0fms", method, request.uri_template or "-", response.status,
-                 (time.monotonic() - started) * 1000)
+                 seconds * 1000)
+        if request.method in falcon.COMBINED_METHODS:  # (a made-up method is no label)
+            metrics.request_done(request.method, request.uri_template or "unmatched",
+                                 response.status[:3], seconds, spent)
 
     def methods_of(self, path: str) -> list[str]:
         """The methods the routes take at a path, and OPTIONS."""
@@ -155,3 +180,9 @@ class Edge:
                 if re.fullmatch(re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template)), path):
                     methods.update(by_method)
         return sorted(methods)
+
+
+def server_timing(spent: dict[str, float], seconds: float) -> str:
+    """A Server-Timing header: each stage's milliseconds, then the total."""
+    stages = [f"{name};dur={milliseconds:.1f}" for name, milliseconds in spent.items()]
+    return ", ".join([*stages, f"total;dur={seconds * 1000:.1f}"])
