@@ -12,6 +12,7 @@ threads at once as there are cores.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
@@ -76,6 +77,13 @@ class Session:
     used: float = field(default_factory=time.monotonic)
     frames: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def face_source(session_id: str) -> str:
+    """The source of a face enrolled from a session's track: ``session:`` and a digest of the
+    session's id, never the id itself (whoever has it may send the session frames, or close
+    it)."""
+    return "session:" + hashlib.sha256(session_id.encode()).hexdigest()[:16]
 
 
 class Sessions:
