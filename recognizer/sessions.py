@@ -128,7 +128,7 @@ class Sessions:
                 rgb = np.ascontiguousarray(picture.pixels)
                 height, width = rgb.shape[:2]
                 scale = min(1.0, DETECT_SIDE / max(width, height))
-                boxes = faces.detect_scaled(rgb, scale, "hog", 0)
+                boxes = faces.detect_scaled(rgb, scale, "hog", 0)[:self.service.settings.max_faces]
                 now = time.monotonic()
                 events = session.watcher.update(session.frames, now - session.started, rgb,
                                                 boxes)

@@ -175,6 +175,21 @@ def test_who_is_this_enrols_a_face_in_view_and_the_next_identification_names_it(
     assert after[-1]["faces"][0]["name"] == LIN
 
 
+def area(box: dict) -> int:
+    return (box["right"] - box["left"]) * (box["bottom"] - box["top"])
+
+
+def test_a_frame_s_faces_are_the_largest_max_faces_of_them(reconfigure, clock):
+    """As for a photo (FACEREC_MAX_FACES), which bounds the work of a frame: frames are not
+    rate limited."""
+    photo = face("misc/two_people.jpg").read_bytes()  # Barack Obama and Joe Biden
+    reconfigure(max_faces="1")
+    (view,) = send(clock, open_session(), photo).data["faces"]
+    reconfigure(max_faces="20")
+    both = [other["box"] for other in send(clock, open_session(), photo).data["faces"]]
+    assert len(both) == 2 and area(view["box"]) == max(map(area, both))
+
+
 def test_a_track_not_in_view_cannot_be_named(clock, clip):
     session_id = open_session()
     assert frames_of(clock, session_id, [no_face_image()])[0]["faces"] == []
