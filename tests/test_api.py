@@ -326,7 +326,7 @@ def test_the_shared_rgba_photo_is_recognised(obama_and_biden):
 
 
 def test_unknown_routes_get_json_404_without_an_endpoint_listing(env):
-    for path in ("/nope", "/", "/people/x/y", "/documentation"):
+    for path in ("/nope", "/app", "/people/x/y", "/documentation"):
         response = hug.test.get(api, path)
         assert response.status == falcon.HTTP_404
         assert response.data == {"errors": {"path": "not_found"}}
