@@ -14,7 +14,7 @@ import falcon
 import hug
 
 import recognizer
-from recognizer import errors
+from recognizer import errors, sessions
 from recognizer.build import progress_bar
 from recognizer.streams import live
 from recognizer.web import cli as commands
@@ -366,7 +366,7 @@ def name_track(session_id: inputs.session_id, track: inputs.track_id,
                name: inputs.person_name, service: injected):
     """Who is this? Enrol a face in view of a webcam session from its tracked encodings."""
     encoding = service.sessions.encoding(session_id, track)
-    return service.enroll_encoding(name, encoding, f"session:{session_id.rsplit('.', 1)[1]}")
+    return service.enroll_encoding(name, encoding, sessions.face_source(session_id))
 
 
 @routes.get("/access", parse_body=False, requires=scope.read)

@@ -90,14 +90,16 @@ class Evidence:
 
     @property
     def ratio(self) -> float:
-        """The distance over the local scale: small for a face clearly nearest one person."""
-        return self.distance / self.scale
+        """The distance over the local scale: small for a face clearly nearest one person;
+        infinite when the scale is 0 (two people enrolled with the very same face)."""
+        return self.distance / self.scale if self.scale > 0 else math.inf
 
     @property
     def strength(self) -> float:
         """How clearly nearest the face is, for the confidence: m(N) * ln(scale / d), -ln of
         a stranger's estimated chance of so small a ratio among one-photo people."""
-        return tail_exponent(self.people) * math.log(self.scale / max(self.distance, 1e-9))
+        return tail_exponent(self.people) * math.log(max(self.scale, 1e-9)
+                                                     / max(self.distance, 1e-9))
 
 
 def best_match(encoding: np.ndarray, gallery: Gallery, tolerance: float, ratio: float,

@@ -12,6 +12,7 @@ threads at once as there are cores.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
@@ -78,6 +79,13 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def face_source(session_id: str) -> str:
+    """The source of a face enrolled from a session's track: ``session:`` and a digest of the
+    session's id, never the id itself (whoever has it may send the session frames, or close
+    it)."""
+    return "session:" + hashlib.sha256(session_id.encode()).hexdigest()[:16]
+
+
 class Sessions:
     """The webcam sessions of this process."""
 
@@ -120,7 +128,7 @@ class Sessions:
                 rgb = np.ascontiguousarray(picture.pixels)
                 height, width = rgb.shape[:2]
                 scale = min(1.0, DETECT_SIDE / max(width, height))
-                boxes = faces.detect_scaled(rgb, scale, "hog", 0)
+                boxes = faces.detect_scaled(rgb, scale, "hog", 0)[:self.service.settings.max_faces]
                 now = time.monotonic()
                 events = session.watcher.update(session.frames, now - session.started, rgb,
                                                 boxes)

@@ -60,13 +60,14 @@ SCOPES = {
     ("GET", "/webhooks/{webhook_id}"): "read",
     ("POST", "/streams"): "admin", ("DELETE", "/streams/{stream_id}"): "admin",
     ("POST", "/webhooks"): "admin", ("DELETE", "/webhooks/{webhook_id}"): "admin",
-    # the web app: its files, webcam sessions, unknown faces, what a key may do
-    ("GET", "/"): None, ("GET", "/app/{asset}"): None, ("GET", "/favicon.ico"): None,
+    # the web app's: unknown faces and "who is this?", webcam sessions, what a key may do
+    ("GET", "/"): None, ("GET", "/app/{asset}"): None,
+    ("GET", "/favicon.ico"): None, ("GET", "/access"): "read",
+    ("GET", "/unknown"): "read", ("POST", "/events/{event_id}/enroll"): "admin",
+    ("POST", "/events/{event_id}/not"): "admin",
     ("POST", "/sessions"): "read", ("POST", "/sessions/{session_id}/frames"): "read",
     ("DELETE", "/sessions/{session_id}"): "read",
     ("POST", "/sessions/{session_id}/tracks/{track}/enroll"): "admin",
-    ("GET", "/unknown"): "read", ("POST", "/events/{event_id}/enroll"): "admin",
-    ("POST", "/events/{event_id}/not"): "admin", ("GET", "/access"): "read",
     # CompreFace's API (recognizer.web.compat)
     ("POST", "/api/v1/recognition/recognize"): "read",
     ("POST", "/api/v1/recognition/faces"): "admin", ("GET", "/api/v1/recognition/faces"): "read",
@@ -107,6 +108,20 @@ def test_every_route_declares_its_scope():
                if method not in READ_ONLY_METHODS)
     not_found = api.__hug__.http.not_found_handlers[None]
     assert declared(not_found.requires) == ["read"]  # unknown routes need a key too
+
+
+def test_only_a_webcam_session_s_frames_are_not_rate_limited():
+    """A session takes one frame at a time (409 session_busy otherwise), as fast as the
+    webcam sends them: its frames do not spend from the rate limit; every other route with a
+    scope does."""
+    unmetered = {(method, template)
+                 for by_template in api.__hug__.http.routes.values()
+                 for template, by_method in by_template.items()
+                 for method, versions in by_method.items()
+                 for interface in versions.values()
+                 for check in interface.requires or ()
+                 if getattr(check, "__name__", "").endswith("_unmetered")}
+    assert unmetered == {("POST", "/sessions/{session_id}/frames")}
 
 
 def test_the_gate_checks_key_scope_and_query():
@@ -233,6 +248,20 @@ def test_a_keyed_service_does_not_warn(keyed, caplog):
     with caplog.at_level(logging.WARNING, logger="facerec.api"):
         hug.test.get(api, "health")
     assert not [r for r in caplog.records if "open" in r.message]
+
+
+def test_an_unmetered_check_spends_nothing_but_still_checks_the_key():
+    gate = Gate(parse_keys(KEYS), rate=0.001, burst=1)
+    gate.check("read", READ, set(), "ip")
+    for _ in range(5):
+        gate.check("read", READ, set(), "ip", metered=False)
+    with pytest.raises(RateLimited):
+        gate.check("read", READ, set(), "ip")
+    with pytest.raises(Unauthorized, match="invalid_api_key"):
+        gate.check("read", "wrong", set(), "ip", metered=False)
+    assert (gate.scope_of(READ), gate.scope_of(ADMIN), gate.scope_of("wrong"),
+            gate.scope_of(None)) == ("read", "admin", "none", "none")
+    assert Gate((), rate=0, burst=1).scope_of(None) == "open"
 
 
 def test_the_gate_raises_rate_limited_with_whole_seconds():

@@ -72,6 +72,13 @@ def test_a_face_about_as_near_two_people_is_unknown():
     clear = Gallery.from_encodings({"ann": [near(A, 0.40)], "bob": [near(A, 0.70)]})
     assert best_match(A, clear, tolerance=0.5, ratio=0.82).name == "ann"
 
+    # the very same face enrolled for two people: a local scale of 0, and nobody is named
+    twins = Gallery.from_encodings({"ann": [A], "bob": [A.copy()], "cy": [B]})
+    for probe in (A, near(A, 0.1)):
+        match = best_match(probe, twins, tolerance=0.5, ratio=0.82)
+        assert match.name is None and {c.name for c in match.candidates[:2]} == {"ann", "bob"}
+    assert evidence(twins, twins.nearest(A, 2)).ratio == float("inf")
+
 
 def test_the_local_scale_is_capped_at_the_typical_stranger_distance():
     alone = Gallery.from_encodings({"ann": [near(A, 0.45)]})

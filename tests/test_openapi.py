@@ -21,15 +21,20 @@ How schemathesis is wired (schemathesis 4, in process, no network):
   tested on their own (the tests after the runs: their errors, 401 and 429 against the spec,
   and the first parts of their answers read as a server sends them); over real HTTP in
   tests/test_streams.py. The CompreFace and DeepStack surfaces' image files (``CompatUpload``)
-  are drawn from the face photo and the photo without a face, as their clients send them
-  (random bytes would only ever be refused); and the examples of their operations that delete
+  and a webcam session's frame files (``FrameUpload``) are drawn from the face photo and the
+  photo without a face, as their clients send them (random bytes would only ever be refused),
+  and a frame's JSON example is the face photo; a session's id in a path is the session the
+  run opened (the example) or one of this host's never opened (a schema-valid id of another
+  host is a 421, checked on its own); and the examples of their operations that delete
   or rename are pointed at people and a face the test enrolled for them (``enrol_compat``), so
   that every operation has a request that succeeds. Nothing else differs: base64 and ``data:``
   URIs are generated from the published patterns (which are exactly what the service decodes),
   so they reach the decoder and get 415 there.
 - Before the open and the admin runs, the store holds what the spec's examples name:
-  ``enrol_two``'s people, and ``seed_live``'s streams, events (an unknown face's, with its
-  snapshot) and webhook.
+  ``enrol_two``'s people, and ``seed_live``'s streams, events (unknown faces', one with its
+  snapshot, and Rose Leslie's, one of them with the face that named it) and webhook; and the
+  process holds ``seed_session``'s webcam session, with a face in view (its idle time and the
+  limit of sessions raised for the run, whose 503 is checked on its own).
 - ``schema.app = api.__hug_wsgi__``: every case is sent through werkzeug's WSGI client straight
   into hug, with the service in an isolated store (the ``env`` fixture).
 - Every default check runs: not_a_server_error, status_code_conformance,
@@ -48,7 +53,7 @@ How schemathesis is wired (schemathesis 4, in process, no network):
   the open service, which ignores keys by configuration (documented in the spec).
 - Two schema-local hooks keep the run honest and bounded. Skipped: a negative case whose
   invalid query parameter is also given, valid, in the body (the body's value wins, as the spec
-  says, so that request is valid); a negative form whose invalid values a form cannot carry
+  says, so that request is valid; a raw image body is the ``image``); a negative form whose invalid values a form cannot carry
   (``null`` is sent as the text "null", an empty list as no field: ``_valid_as_sent``); a
   "valid" case holding an unassigned character (schemathesis
   4.32.5 generates ``\\p{M}`` from whole Unicode blocks, so such a name breaks the very pattern
@@ -113,6 +118,7 @@ SEED = 20241129
 HUG_INJECTS = {"request", "response", "body"}  # what hug gives a route that names them
 MULTIPART_PARTS = 16  # the parts of a multipart form the service reads (uploads.read_multipart)
 FACE_PHOTO = "people/obama/obama_small.jpg"  # 320x240, one 107-px face: quick, and enrollable
+NEVER_OPENED = f"{socket.gethostname()}.AAAAAAAAAAAAAAAA"  # a session id of this host's
 
 
 @pytest.fixture(autouse=True)
@@ -250,9 +256,12 @@ def test_the_spec_and_hug_know_the_same_routes():
 
 
 def _example_path(path: str) -> str:
+    if path.startswith("/app/"):
+        path = path.replace("{asset}", "main.js")
     for parameter, value in (("{name}", "Nobody"), ("{face_id}", "1"), ("{stream_id}", "1"),
                              ("{event_id}", "1"), ("{webhook_id}", "1"), ("{image_id}", "1"),
-                             ("{subject_name}", "Nobody"), ("{asset}", "swagger-ui.css")):
+                             ("{subject_name}", "Nobody"), ("{asset}", "swagger-ui.css"),
+                             ("{session_id}", NEVER_OPENED), ("{track}", "1")):
         path = path.replace(parameter, value)
     return path
 
@@ -465,7 +474,7 @@ def test_an_unsupported_method_gets_the_documented_405(env, method, path):
     assert method not in response.headers["Allow"]
 
 
-@pytest.mark.parametrize("path", ["/nope", "/", "/people/a%2Fb", "/people/x/y"])
+@pytest.mark.parametrize("path", ["/nope", "/app", "/app/x/y", "/people/a%2Fb", "/people/x/y"])
 def test_an_unknown_path_gets_the_documented_404(env, path):
     spec = published()
     validator, documented = _validator(spec, "NotFound")
@@ -701,6 +710,154 @@ def test_every_docs_file_is_served_as_documented(env, asset):
     _documented("GET", "/docs/{asset}", response)
 
 
+# -- the web app's files, and the answers of the web app's routes the runs do not reach --------
+
+
+def test_the_app_s_files_are_the_ones_documented():
+    documented = published()["components"]["schemas"]["AppAsset"]["enum"]
+    assert sorted(documented) == sorted(path.name for path in (ROOT / "static" / "app").iterdir())
+
+
+@pytest.mark.parametrize("asset", published()["components"]["schemas"]["AppAsset"]["enum"])
+def test_every_app_file_is_served_as_documented_with_its_security_headers(env, asset):
+    from recognizer.web.documents import APP_HEADERS
+
+    response = client().get(f"/app/{asset}")
+    assert response.status_code == 200
+    assert response.get_data() == (ROOT / "static" / "app" / asset).read_bytes()
+    assert response.headers["Content-Type"].endswith("; charset=utf-8")
+    assert {name: response.headers[name] for name in APP_HEADERS} == APP_HEADERS
+    _documented("GET", "/app/{asset}", response)
+    if asset == "index.html":
+        page = client().get("/")
+        assert page.get_data() == response.get_data() and page.mimetype == "text/html"
+        _documented("GET", "/", page)
+
+
+@pytest.mark.parametrize("path", ["/app/nope.js", "/app/Main.js", "/app/api.py", "/app/.main.js",
+                                  "/?asset=..%2Fapi.py", "/?asset=swagger-ui.css"])
+def test_a_file_the_app_does_not_have_gets_the_documented_404(reconfigure, path):
+    reconfigure(api_keys=KEYS)  # (open to everyone all the same)
+    response = client().get(path)
+    assert response.status_code == 404
+    assert response.get_json() == {"errors": {"path": "not_found"}}
+    assert response.headers["X-Frame-Options"] == "DENY"
+    _documented("GET", "/" if "?" in path else "/app/{asset}", response)
+
+
+def test_the_session_answers_the_runs_do_not_reach_are_documented(env, monkeypatch):
+    """421 (another host's session), 409 (a frame while the one before is worked on), 503 with
+    Retry-After (too many sessions), and the 404s."""
+    frame = {"data": face(FACE_PHOTO).read_bytes(), "content_type": "image/jpeg"}
+    for method, path, body in (("POST", "/sessions/{session_id}/frames", frame),
+                               ("POST", "/sessions/{session_id}/tracks/{track}/enroll",
+                                {"json": {"name": "Ann"}}),
+                               ("DELETE", "/sessions/{session_id}", {})):
+        for session_id, status in (("camera-host-2.AAAAAAAAAAAAAAAA", 421), (NEVER_OPENED, 404)):
+            response = client().open(path.format(session_id=session_id, track=1), method=method,
+                                     **body)
+            assert response.status_code == status, (path, response.get_json())
+            _documented(method, path, response)
+    session_id = client().post("/sessions").get_json()["id"]
+    no_track = client().post(f"/sessions/{session_id}/tracks/1/enroll", json={"name": "Ann"})
+    assert no_track.get_json()["errors"] == {"track": "unknown_track"}
+    _documented("POST", "/sessions/{session_id}/tracks/{track}/enroll", no_track)
+    api.get_service().sessions._sessions[session_id].lock.acquire()  # (a frame under way)
+    busy = client().post(f"/sessions/{session_id}/frames", **frame)
+    assert busy.status_code == 409
+    _documented("POST", "/sessions/{session_id}/frames", busy)
+    monkeypatch.setattr(api.get_service().sessions, "max_sessions", 1)
+    full = client().post("/sessions")
+    assert full.status_code == 503 and full.headers["Retry-After"] == "5"
+    assert full.get_json()["errors"] == {"session": "too_many_sessions"}
+    _documented("POST", "/sessions", full)
+
+
+def test_the_loop_s_other_answers_are_documented(reconfigure):
+    """A face deleted by "not X", a look-alike name refused by "who is this?" under strict
+    names, and events that are not what each route needs."""
+    reconfigure(strict_names="on", **LIVE_NETWORKS)
+    (stream_id,) = _add_streams("porch")
+    store = api.get_service().store
+    store.lease_streams("test", 60, {}, claim=1)
+    box = {"top": 1, "right": 2, "bottom": 3, "left": 0}
+    kit = encoding_of("people/kit_harington/john2.jpeg")
+    first, second = store.record_events("test", stream_id, [
+        NewEvent("appear", 1, time.time(), None, None, box, {}, kit),
+        NewEvent("appear", 2, time.time(), None, None, box, {}, kit)])
+    named = client().post(f"/events/{first}/enroll", json={"name": "Kit Harington"})
+    assert named.status_code == 201
+    _documented("POST", "/events/{event_id}/enroll", named)
+    look_alike = client().post(f"/events/{second}/enroll", json={"name": "Kit Haringt\u043en"})
+    assert look_alike.status_code == 409
+    _documented("POST", "/events/{event_id}/enroll", look_alike)
+    for path in ("/events/{event_id}/enroll", "/events/{event_id}/not"):
+        for event_id in (99, first if "enroll" in path else second):
+            refused = client().post(path.format(event_id=event_id), json={"name": "Ann"}
+                                    if "enroll" in path else None)
+            assert refused.get_json() == {"errors": {"event_id": "unknown_event"}}
+            _documented("POST", path, refused)
+    corrected = client().post(f"/events/{first}/not")
+    assert corrected.get_json()["deleted_face"] == named.get_json()["face_id"]
+    _documented("POST", "/events/{event_id}/not", corrected)
+    listed = client().get("/events", query_string={"newest": "true"})
+    assert listed.get_json()["events"][-1]["corrected_from"] == "Kit Harington"
+    _documented("GET", "/events", listed)
+
+
+WEB_APP_BOUNDS = [
+    ("GET", "/unknown", "limit", limits.EVENT_LIMIT),
+    ("POST", "/events/{event_id}/enroll", "event_id", limits.FACE_ID),
+    ("POST", "/events/{event_id}/not", "event_id", limits.FACE_ID),
+    ("POST", "/sessions/{session_id}/tracks/{track}/enroll", "track", limits.FACE_ID),
+]
+
+
+@pytest.mark.parametrize("method, path, parameter, bound", WEB_APP_BOUNDS)
+def test_the_web_app_routes_bounds_are_limits_py_s_and_the_services(env, method, path,
+                                                                   parameter, bound):
+    spec = published()
+    (documented,) = [resolve(spec, p) for p in spec["paths"][path][method.lower()]["parameters"]
+                     if resolve(spec, p)["name"] == parameter]
+    schema = resolve(spec, documented["schema"])
+    assert (schema["minimum"], schema["maximum"], schema["type"]) == (bound.low, bound.high,
+                                                                      "integer")
+    for value, valid in _edges(schema):
+        if documented["in"] == "path":
+            url = path.replace("{" + parameter + "}", str(value))
+            response = client().open(_example_path(url), method=method, json={"name": "Ann"})
+        else:
+            response = client().open(path, method=method, query_string={parameter: value})
+        assert response.status_code in (200, 400, 404), response.get_data()
+        refused = response.status_code == 400 and parameter in response.get_json()["errors"]
+        assert refused != valid, (value, response.get_json())
+
+
+@pytest.mark.parametrize("value, valid", [
+    ("facerec-1.q3VhM0mX9Rk2cT8a", True), ("a.AAAAAAAAAAAAAAAA", True),
+    ("a" * 253 + ".AAAAAAAAAAAAAAAA", True), ("a" * 254 + ".AAAAAAAAAAAAAAAA", False),
+    ("facerec-1.q3VhM0mX9Rk2cT8", False), ("facerec-1.q3VhM0mX9Rk2cT8aa", False),
+    ("q3VhM0mX9Rk2cT8a", False), (".q3VhM0mX9Rk2cT8a", False), ("a_b.q3VhM0mX9Rk2cT8a", False)])
+def test_a_session_id_is_what_the_spec_says(env, value, valid):
+    pattern = published()["components"]["schemas"]["SessionId"]["pattern"]
+    assert jsonschema_rs.validator_for({"type": "string", "pattern": pattern,
+                                        "maxLength": 270}).is_valid(value) == valid
+    response = client().delete(f"/sessions/{value}")
+    assert response.status_code == (421 if valid else 400), response.get_json()
+
+
+@pytest.mark.parametrize("search, valid", [("a" * 100, True), ("a" * 101, False), ("-", True),
+                                           ("ß" * 100, True), ("\u00e9" * 101, False)])
+def test_a_search_is_at_most_100_characters_as_the_spec_says(env, search, valid):
+    spec = published()
+    (documented,) = [resolve(spec, p) for p in spec["paths"]["/people"]["get"]["parameters"]
+                     if resolve(spec, p)["name"] == "search"]
+    assert jsonschema_rs.validator_for(documented["schema"]).is_valid(search) == valid
+    response = client().get("/people", query_string={"search": search})
+    assert response.status_code == (200 if valid else 400)
+    _documented("GET", "/people", response)
+
+
 def test_enrolling_the_same_image_again_gets_the_documented_200(env):
     photo = base64.b64encode(face(FACE_PHOTO).read_bytes()).decode()
     first = client().post("/enroll", json={"name": "someone", "image_base64": photo})
@@ -839,11 +996,25 @@ PHOTO_FORMAT = "facerec-photo"  # the test copy's format of the compat surfaces'
 
 
 def with_photos(local: dict) -> None:
-    """The compat surfaces' image files (CompatUpload) are one of the two photos, as their
-    clients send them: random bytes would only ever be refused."""
-    upload = local["components"]["schemas"]["CompatUpload"]
-    local["components"]["schemas"]["CompatUpload"] = {
-        "type": "string", "format": PHOTO_FORMAT, "description": upload["description"]}
+    """The compat surfaces' image files (CompatUpload) and a webcam session's frame files
+    (FrameUpload) are one of the two photos, as their clients send them: random bytes would
+    only ever be refused. A frame's JSON example is the face photo, as base64."""
+    for name in ("CompatUpload", "FrameUpload"):
+        upload = local["components"]["schemas"][name]
+        local["components"]["schemas"][name] = {
+            "type": "string", "format": PHOTO_FORMAT, "description": upload["description"]}
+    frame = local["components"]["requestBodies"]["Frame"]["content"]["application/json"]
+    frame["example"] = {"image_base64": base64.b64encode(face(FACE_PHOTO).read_bytes()).decode()}
+
+
+def session_examples(local: dict, session_id: str) -> None:
+    """A session's id in a path is the session seed_session opened (the spec's example, for
+    every session route), or one of this host's that was never opened: a schema-valid id of
+    another host is a 421, which test_the_session_answers_the_runs_do_not_reach_are_documented
+    checks."""
+    parameter = local["components"]["parameters"]["SessionId"]
+    parameter["schema"] = {"type": "string", "enum": [session_id, NEVER_OPENED]}
+    parameter["example"] = session_id
 
 
 def compat_examples(local: dict, enrolled: dict) -> None:
@@ -929,14 +1100,24 @@ def _body_validator(method: str, path: str, media_type: str):
     return jsonschema_rs.Draft4Validator({**schema, "components": spec["components"]})
 
 
+def _body_fields(case) -> set[str]:
+    """The parameters a case's body gives: a form's or JSON's fields, or ``image`` for a raw
+    image body (hug reads it as that field)."""
+    if isinstance(case.body, dict):
+        return set(case.body)
+    raw = case.media_type is not None and (case.media_type.startswith("image/")
+                                           or case.media_type == "application/octet-stream")
+    return {"image"} if raw and case.body is not None else set()
+
+
 def add_hooks(schema) -> None:
     @schema.hook
     def filter_case(context, case):
-        """Skip a negative case whose invalid query parameter the body overrides (valid); a
-        negative form whose invalid values a form cannot carry (see _valid_as_sent); and a
-        "valid" case with an unassigned character, which no schema allows (schemathesis 4.32.5
-        generates ``\\p{M}`` from whole blocks, U+20D0-U+20FF, unassigned code points
-        included)."""
+        """Skip a negative case whose invalid query parameter the body overrides (valid; a raw
+        image body is the image); a negative form whose invalid values a form cannot carry (see
+        _valid_as_sent); and a "valid" case with an unassigned character, which no schema
+        allows (schemathesis 4.32.5 generates ``\\p{M}`` from whole blocks, U+20D0-U+20FF,
+        unassigned code points included)."""
         if case.meta is None:
             return True
         if case.meta.generation.mode.is_positive:
@@ -946,7 +1127,7 @@ def add_hooks(schema) -> None:
             return False
         if not case.meta.is_negative_at(ParameterLocation.QUERY):
             return True
-        return not (isinstance(case.body, dict) and set(case.query or {}) & set(case.body))
+        return not set(case.query or {}) & _body_fields(case)
 
     @schema.hook
     def map_case(context, case):
@@ -1019,10 +1200,12 @@ def enrol(name: str, url: str, key: str | None = None) -> int:
 
 
 def make_schema(urls: dict[str, str], answers: list | None = None,
-                enrolled: dict | None = None, **config) -> object:
+                enrolled: dict | None = None, session_id: str | None = None,
+                **config) -> object:
     """The test-only copy, loaded with the run's configuration and bound to the WSGI app;
     the (operation, status) of every answer to a documented method is appended to answers.
-    enrolled: what enrol_compat enrolled, for the compat operations' examples."""
+    enrolled: what enrol_compat enrolled, for the compat operations' examples; session_id:
+    the session seed_session opened."""
     served = json.loads(client().get("/openapi.json").get_data())
     settings = schemathesis.Config.from_dict(
         {**RUN, **config, "generation": {**RUN["generation"], **config.pop("generation", {})},
@@ -1031,6 +1214,8 @@ def make_schema(urls: dict[str, str], answers: list | None = None,
     with_photos(local)
     if enrolled is not None:
         compat_examples(local, enrolled)
+    if session_id is not None:
+        session_examples(local, session_id)
     schema = schemathesis.openapi.from_dict(local, config=settings)
     schema.app = api.__hug_wsgi__
     add_hooks(schema)
@@ -1051,14 +1236,27 @@ def enrol_two(serve, key: str | None = None) -> None:
     enrol("Rose Leslie", serve(face("people/rose_leslie/rose_leslie_img2.jpg"), "/rose2.jpg"), key)
 
 
+@functools.lru_cache(maxsize=4)
+def encoding_of(photo: str) -> np.ndarray:
+    """The encoding of the one face in a photo."""
+    from recognizer import faces, images
+
+    pixels = images.decode(face(photo).read_bytes(), 40_000_000)
+    (encoding,) = faces.encode(pixels, faces.detect(pixels))
+    return encoding
+
+
 def seed_live(key: str | None = None) -> None:
     """Streams, events and a webhook, so that the spec's examples name what exists. Stream 1
     (porch), held by runner "test" (another host: its state is connecting), with event 1, an
-    unknown face with its snapshot (GET /events/1/snapshot), and event 2, Rose Leslie coming
-    into view (GET /presence); stream 2 (garage), which no runner has taken (starting), for
-    DELETE /streams/2; webhook 1, for GET and DELETE /webhooks/1. The /events paths come before
-    /streams/{stream_id} in the spec, so the snapshot is read before a DELETE may take stream 1
-    with it. After enrol_two: events of enrolled people only are recorded."""
+    unknown face with its snapshot (GET /events/1/snapshot), event 2, Rose Leslie coming into
+    view (GET /presence), event 3, a real unknown face (POST /events/3/enroll: who is this?),
+    and event 4, Rose Leslie on another track, named by her nearest face (POST /events/4/not);
+    stream 2 (garage), which no runner has taken (starting), for DELETE /streams/2; webhook 1,
+    for GET and DELETE /webhooks/1. The /events paths come before /streams/{stream_id} in the
+    spec, so the snapshot is read before a DELETE may take stream 1 with it, and before event 1
+    may be enrolled (losing its snapshot). After enrol_two: events of enrolled people only are
+    recorded (a rename of Rose Leslie takes her events along)."""
     headers = {"X-API-Key": key} if key else {}
     for name, source in (("porch", STREAM_SOURCES[2]), ("garage", STREAM_SOURCES[3])):
         added = client().post("/streams", json={"name": name, "source": source}, headers=headers)
@@ -1071,8 +1269,30 @@ def seed_live(key: str | None = None) -> None:
     unknown = NewEvent("appear", 1, now, None, None, box, {}, np.full(128, 0.05),
                        face(FACE_PHOTO).read_bytes())
     rose = NewEvent("appear", 2, now, "Rose Leslie", 0.93, box, {})
-    assert store.record_events("test", held.id, [unknown, rose],
-                               [("Rose Leslie", True, now, 0.93)]) == [1, 2]
+    stranger = NewEvent("appear", 3, now, None, None, box, {},
+                        encoding_of("people/kit_harington/john2.jpeg"))  # enrolled nowhere
+    nearest = api.get_service().gallery.current().nearest_face(
+        "Rose Leslie", encoding_of("people/rose_leslie/rose_leslie_img2.jpg"))
+    again = NewEvent("appear", 4, now, "Rose Leslie", 0.91, box, {"face_id": nearest})
+    assert store.record_events("test", held.id, [unknown, rose, stranger, again],
+                               [("Rose Leslie", True, now, 0.93)]) == [1, 2, 3, 4]
+
+
+def seed_session(monkeypatch, key: str | None = None) -> str:
+    """A webcam session with a face in view (track 1: the face photo, sent as its frame), for
+    the session routes' examples; it outlives the run (the runs are longer than a session's
+    idle time), and the run may open as many more as it likes (the limit of 16 a process,
+    and its 503, are test_the_session_answers_the_runs_do_not_reach_are_documented's)."""
+    from recognizer import sessions
+
+    monkeypatch.setattr(sessions, "IDLE_SECONDS", 3600.0)
+    monkeypatch.setattr(api.get_service().sessions, "max_sessions", 1000)
+    headers = {"X-API-Key": key} if key else {}
+    session_id = client().post("/sessions", headers=headers).get_json()["id"]
+    framed = client().post(f"/sessions/{session_id}/frames", data=face(FACE_PHOTO).read_bytes(),
+                           content_type="image/jpeg", headers=headers)
+    assert [view["track"] for view in framed.get_json()["faces"]] == [1], framed.get_data()
+    return session_id
 
 
 def run_schemathesis(schema, subtests) -> None:
@@ -1095,7 +1315,7 @@ def run_schemathesis(schema, subtests) -> None:
             test()
 
 
-def test_the_open_service_conforms(reconfigure, serve, images, subtests):
+def test_the_open_service_conforms(reconfigure, serve, images, subtests, monkeypatch):
     """No API keys: the service is open. It ignores keys by configuration, so no X-API-Key is
     generated (with it, "missing required header accepted" would only restate that) and
     ignored_auth does not apply."""
@@ -1104,6 +1324,7 @@ def test_the_open_service_conforms(reconfigure, serve, images, subtests):
     seed_live()
     answers = []
     schema = make_schema(images, answers, enrol_compat(images["face"]),
+                         seed_session(monkeypatch),
                          checks={"ignored_auth": {"enabled": False}},
                          generation={"max-examples": 25, "with-security-parameters": False})
     run_schemathesis(schema, subtests)
@@ -1111,7 +1332,8 @@ def test_the_open_service_conforms(reconfigure, serve, images, subtests):
     assert succeeded == {f"{m} {p}" for m, p, _ in fuzzed(published())}
 
 
-def test_the_keyed_service_conforms_for_an_admin_key(reconfigure, serve, images, subtests):
+def test_the_keyed_service_conforms_for_an_admin_key(reconfigure, serve, images, subtests,
+                                                     monkeypatch):
     """API keys configured, the admin key sent through the ApiKey scheme: everything works, and
     ignored_auth checks that the same requests without a key, or with a wrong one, are 401.
     The coverage phase, which does not depend on the key, is left to the open run."""
@@ -1121,7 +1343,7 @@ def test_the_keyed_service_conforms_for_an_admin_key(reconfigure, serve, images,
     seed_live(ADMIN_KEY)
     answers = []
     schema = make_schema(images, answers, enrol_compat(images["face"], ADMIN_KEY),
-                         generation={"max-examples": 15},
+                         seed_session(monkeypatch, ADMIN_KEY), generation={"max-examples": 15},
                          phases={**RUN["phases"], "coverage": {"enabled": False}},
                          auth={"openapi": {"ApiKey": {"api_key": ADMIN_KEY}}})
     run_schemathesis(schema, subtests)
@@ -1139,8 +1361,8 @@ def test_the_keyed_service_answers_401_to_a_caller_without_a_key(reconfigure, im
     run_schemathesis(schema, subtests)
     spec = published()
     keyed = {f"{m} {p}" for m, p, operation in operations(spec) if "x-required-scope" in operation}
-    assert len(keyed) == 43  # 27 of the service's (13 of live video's), 11 of CompreFace's,
-    # and 5 of DeepStack's
+    assert len(keyed) == 51  # 35 of the service's (16 of live video's, 4 of webcam
+    # sessions', /metrics), 11 of CompreFace's, and 5 of DeepStack's
     assert {label for label, _ in answers} == {f"{m} {p}" for m, p, _ in fuzzed(spec)}
     assert {status for label, status in answers if label in keyed} == {401}
     assert 401 not in {status for label, status in answers if label not in keyed}

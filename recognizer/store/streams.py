@@ -367,13 +367,18 @@ class StreamTables(StoreCore):
                           json.loads(r[8]), json.loads(r[9] or "{}"), bool(r[10])),
                  blob_to_encoding(bytes(r[11]))) for r in rows]
 
-    def name_unknown_face(self, event_id: int, name: str, source: str) -> tuple[int, int]:
+    def name_unknown_face(self, event_id: int, name: str, source: str,
+                          distinct: bool = False) -> tuple[int, int]:
         """Enrol an unknown face from its event ("who is this?"): its track's mean encoding
         becomes one of the person's faces (created if new), the track's events take the
-        name, and its encodings and snapshots leave the events (they are the person's now).
+        name and the new face's id (``face_id``, as a runner's named events have it: "not X"
+        takes both back), and its encodings and snapshots leave the events (they are the
+        person's now).
 
+        :param distinct: refuse a name that looks like another person's (see look_alike)
         :return: (the new face's id, the person's face count)
         :raises UnknownEvent: no event of an unknown face with an encoding has that id
+        :raises NameConflict: distinct, and the name looks like another person's
         """
         with self._write():
             row = self._one("SELECT e.stream_id, e.track, f.encoding FROM events e JOIN"
@@ -382,11 +387,17 @@ class StreamTables(StoreCore):
             if row is None:
                 raise UnknownEvent()
             stream_id, track, blob = row
+            if distinct:
+                self._refuse_look_alike("name", name)
             added = self._insert_face(name, bytes(blob), source)
             self._execute("DELETE FROM event_faces WHERE event_id IN (SELECT id FROM events"
                           " WHERE stream_id = ? AND track = ?)", (stream_id, track))
-            self._execute("UPDATE events SET name = ? WHERE stream_id = ? AND track = ?",
-                          (name, stream_id, track))
+            for other_id, extra in self._execute(
+                    "SELECT id, extra FROM events WHERE stream_id = ? AND track = ?",
+                    (stream_id, track)).fetchall():
+                named = json.loads(extra or "{}") | {"face_id": added[0]}
+                self._execute("UPDATE events SET name = ?, extra = ? WHERE id = ?",
+                              (name, json.dumps(named), other_id))
         self._reclaim_events()
         return added
 
@@ -409,15 +420,6 @@ class StreamTables(StoreCore):
             face = None if face_id is None else self._one(
                 "SELECT f.person_id, f.source FROM faces f JOIN people p ON p.id = f.person_id"
                 " WHERE f.id = ? AND p.name = ?", (face_id, name))
-            removed = None
-            if face is not None and face[1].startswith(loop_sources):
-                self._execute("UPDATE files SET outcome = 'deleted', face_id = NULL"
-                              " WHERE face_id = ?", (face_id,))
-                self._execute("DELETE FROM faces WHERE id = ?", (face_id,))
-                if not self._face_count(face[0]):
-                    self._execute("DELETE FROM people WHERE id = ?", (face[0],))
-                    self._forget_sightings(name)
-                removed = int(face_id)
             for other_id, other_extra in self._execute(
                     "SELECT id, extra FROM events WHERE stream_id = ? AND track = ? AND"
                     " name = ?", (stream_id, track, name)).fetchall():
@@ -427,6 +429,15 @@ class StreamTables(StoreCore):
                               " WHERE id = ?", (json.dumps(corrected), other_id))
             self._execute("UPDATE presence SET present = 0 WHERE name = ? AND stream_id = ?",
                           (name, stream_id))
+            removed = None  # (after the correction: a person deleted takes their events along)
+            if face is not None and face[1].startswith(loop_sources):
+                self._execute("UPDATE files SET outcome = 'deleted', face_id = NULL"
+                              " WHERE face_id = ?", (face_id,))
+                self._execute("DELETE FROM faces WHERE id = ?", (face_id,))
+                if not self._face_count(face[0]):
+                    self._execute("DELETE FROM people WHERE id = ?", (face[0],))
+                    self._forget_sightings(name)
+                removed = int(face_id)
         if removed is not None:
             self._reclaim()
         return name, removed

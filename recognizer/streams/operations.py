@@ -199,9 +199,11 @@ class LiveVideo:
         is named.
 
         :raises UnknownEvent: no event of an unknown face (that keeps its encoding) has that id
+        :raises NameConflict: the name looks like another person's, and names are strict
         """
         name = check_name(name)
-        face_id, count = self.store.name_unknown_face(event_id, name, f"event:{event_id}")
+        face_id, count = self.store.name_unknown_face(event_id, name, f"event:{event_id}",
+                                                      distinct=self.settings.strict_names)
         return Named(event_id, name, face_id, count)
 
     def correct(self, event_id: int) -> Corrected:

@@ -386,3 +386,25 @@ RENAME_BODIES = _ByType({
     "application/json": _path_kept(_json_object),
     "application/x-www-form-urlencoded": _path_kept(_strict(_form)),
 }, FORM_TYPES)
+
+
+class PathKept:
+    """A route's body parsers refusing the fields named like its path parameters (400
+    ``only_in_path``): hug would let the body's value replace the path's, so that
+    ``POST /events/1/enroll`` with ``{"event_id": 2}`` would enrol event 2."""
+
+    def __init__(self, bodies: dict, names: frozenset[str]) -> None:
+        self.bodies, self.names = bodies, names
+
+    def get(self, content_type, default=None):
+        parse = self.bodies.get(content_type, default)
+        if parse is None:
+            return None
+
+        def parse_and_check(body, **params):
+            fields = parse(body, **params)
+            for name in sorted(set(fields) & self.names) if isinstance(fields, dict) else ():
+                raise InvalidParameter(name, "only_in_path")
+            return fields
+
+        return parse_and_check

@@ -1,10 +1,12 @@
 """hug's URL router with the service's conventions for every route: validation errors as
-codes (``inputs.coded_errors``), parameters the route does not take refused by name, and HEAD
-answered wherever GET is."""
+codes (``inputs.coded_errors``), parameters the route does not take refused by name, path
+parameters taken from the path only (``inputs.PathKept``), and HEAD answered wherever GET
+is."""
 
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Callable
 
 import hug
@@ -29,7 +31,15 @@ class Routes(hug.routing.URLRouter):
                        "output_invalid": hug.output_format.json,  # whatever the route answers
                        "validate": _then(self.route.get("validate"), inputs.only(accepted)),
                        "accept": methods}
+        in_path = _path_parameters(self.route.get("urls", ()))
+        if in_path and "inputs" in self.route:
+            route.route["inputs"] = inputs.PathKept(self.route["inputs"], in_path)
         return hug.routing.URLRouter.__call__(route, api_function)
+
+
+def _path_parameters(urls: tuple[str, ...]) -> frozenset[str]:
+    """The names of the parameters in a route's URL templates."""
+    return frozenset(name for url in urls for name in re.findall(r"{(\w+)}", url))
 
 
 def _then(first: Callable | None, second: Callable) -> Callable:
