@@ -195,3 +195,35 @@ def test_scripts_serve_listens_on_loopback_unless_host_is_set_and_refuses_a_bad_
         assert refused.returncode == 2
         assert refused.stderr.strip() == (
             f"scripts/serve: PORT must be a number from 1 to 65535, not '{bad}'")
+
+
+def test_an_error_before_the_body_is_read_keeps_the_connection_usable(store_location):
+    """gunicorn drops at most 64 KiB of a body the service did not read, then closes the
+    connection that its answer said stays open: the next request on it found it closed (and,
+    behind nginx's kept-alive upstream connections, was someone else's 502). Over one kept-alive
+    connection: uploads of a real 488 KB photo refused by the rate limit before their body is
+    read, and each next request on the same connection is answered."""
+    port = free_port()
+    command = [f"{VENV_BIN}/gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--timeout", "60",
+               "api:__hug_wsgi__"]
+    env_vars = settings(store_location) | {"OPENBLAS_NUM_THREADS": "1",
+                                           "FACEREC_RATE_LIMIT": "0.1", "FACEREC_RATE_BURST": "1"}
+    photo = face("misc/two_people.jpg").read_bytes()
+    assert len(photo) > 4 * 65536
+    with server(command, env_vars, port):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        statuses, sockets = [], set()
+        for _ in range(4):
+            connection.request("POST", "/recognize", body=photo,
+                               headers={"Content-Type": "image/jpeg"})
+            sockets.add(id(connection.sock))
+            answer = connection.getresponse()
+            body = answer.read()
+            statuses.append(answer.status)
+            assert answer.getheader("Connection") != "close"
+            if answer.status == 429:
+                assert b"rate_limited" in body
+        connection.request("GET", "/openapi.json")  # (not rate limited)
+        assert connection.getresponse().status == 200 and len(sockets) == 1
+        connection.close()
+    assert statuses.count(429) >= 3  # the first may pass (a burst of 1)

@@ -31,6 +31,8 @@ CORS_HEADERS = {"Access-Control-Allow-Headers": "X-API-Key, Content-Type",
                 "Access-Control-Max-Age": "600"}
 # The routes whose answers say how long each stage of the pipeline took (Server-Timing).
 TIMED = frozenset({"/recognize", "/enroll", "/verify", "/detect"})
+# How long an error answered before its body was read may wait for the rest of it (drain_body).
+DRAIN_SECONDS = 5.0
 
 
 def refuse(response: falcon.Response, status: str, body: dict,
@@ -66,6 +68,38 @@ def reshape_error(request: falcon.Request, response: falcon.Response) -> None:
         response.status = falcon.get_http_status(reshaped[0])
         response.data = None
         response.body = json.dumps(reshaped[1])
+
+
+def drain_body(request: falcon.Request, limit: int) -> None:
+    """Read and drop what is left of the body of a request answered with an error, under
+    gunicorn, so that the connection stays usable: gunicorn drops at most 64 KiB of a body the
+    application left unread and then closes the connection, after an answer that announced
+    keep-alive, so the client's next request on it fails (``Remote end closed connection``),
+    and behind nginx's kept-alive upstream connections it became someone else's 502. A body
+    over the limit (refused by its length) is left, and so is one still coming after
+    DRAIN_SECONDS: gunicorn closes those connections, as it should."""
+    sock = request.env.get("gunicorn.socket")
+    length = request.content_length
+    chunked = request.get_header("Transfer-Encoding") is not None
+    if sock is None or not (length or chunked) or (length or 0) > limit:
+        return
+    deadline, drained = time.monotonic() + DRAIN_SECONDS, 0
+    prior = sock.gettimeout()
+    try:
+        while drained <= limit:  # (gunicorn's wsgi.input ends where the body ends)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            sock.settimeout(left)
+            chunk = request.stream.read(65536)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except (OSError, ValueError, falcon.HTTPError):  # (a timeout, a broken body: gunicorn closes)
+        return
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(prior)
 
 
 def host_allowed(header: str, allowed: tuple[str, ...]) -> bool:
@@ -152,6 +186,9 @@ class Edge:
             refuse(response, falcon.HTTP_405, {"errors": {"method": "method_not_allowed"}},
                    {"Allow": allowed})
         reshape_error(request, response)
+        if response.status[:1] in "45":
+            settings = self.settings()
+            drain_body(request, body_limit(settings.max_image_bytes, settings.max_video_bytes))
         try:
             self._account(request, response)
         finally:  # the request's id and stage timings end with it, whatever happened
