@@ -79,9 +79,14 @@ def drain_body(request: falcon.Request, limit: int) -> None:
     over the limit (refused by its length) is left, and so is one still coming after
     DRAIN_SECONDS: gunicorn closes those connections, as it should."""
     sock = request.env.get("gunicorn.socket")
-    length = request.content_length
+    if sock is None:
+        return
+    try:
+        length = request.content_length
+    except falcon.HTTPInvalidHeader:  # (answered 400 already; gunicorn closes such a request)
+        return
     chunked = request.get_header("Transfer-Encoding") is not None
-    if sock is None or not (length or chunked) or (length or 0) > limit:
+    if not (length or chunked) or (length or 0) > limit:
         return
     deadline, drained = time.monotonic() + DRAIN_SECONDS, 0
     prior = sock.gettimeout()
