@@ -14,16 +14,17 @@ from ..names import skeleton
 from .core import FETCH_ROWS, ID_CHUNK
 from .records import Export, FaceRecord, Person, PersonRecord, encoding_to_blob, parse_rows
 from .streams import StreamTables
+from .webhooks import WebhookTables
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class Store(StreamTables):
-    """People, their faces and build's records of files (and, from ``streams``, what live
-    video sees). A store object is safe to use from
-    several threads; every process opens its own."""
+class Store(StreamTables, WebhookTables):
+    """People, their faces and build's records of files (and, from ``streams`` and
+    ``webhooks``, what live video sees and where its events go). A store object is safe to use
+    from several threads; every process opens its own."""
 
     # How names are ordered: by code point in both backends, as Python sorts them.
     _NAME_ORDER = "p.name"

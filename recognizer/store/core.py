@@ -32,6 +32,9 @@ FETCH_ROWS = 20_000
 class StoreCore:
     """Statements, transactions and the change log, over a backend's connection."""
 
+    # The database's clock, in seconds since the epoch (a backend sets its own)
+    _CLOCK = "0"
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         # Seams for tracing and tests: called with each SQL statement before and after it runs.

@@ -1,6 +1,6 @@
 """What the store keeps for live video, in SQL both backends run: stream definitions and the
-leases that give each one to exactly one runner, the events the runners see, who is present
-where, and webhooks with their delivery cursors.
+leases that give each one to exactly one runner, the events the runners see, and who is present
+where (webhooks are in ``webhooks``).
 
 Leases are timed by the database's clock (``_CLOCK``), so runners on hosts whose clocks differ
 agree on when a lease has run out. Events are written inside the store's write transactions,
@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import NameTaken, UnknownEvent, UnknownStream, UnknownWebhook
+from ..errors import NameTaken, UnknownEvent, UnknownStream
 from .core import ID_CHUNK, StoreCore
 from .records import blob_to_encoding, encoding_to_blob
 
@@ -114,38 +114,14 @@ class PresenceRow:
     confidence: float | None
 
 
-@dataclass(frozen=True)
-class WebhookRow:
-    """A webhook, and how far its deliveries have come: every event up to ``cursor`` has been
-    delivered or filtered out."""
-
-    id: int
-    url: str
-    events: tuple[str, ...]
-    people: tuple[str, ...] | None
-    unknown: bool
-    secret: str
-    created_at: str
-    cursor: int
-    delivered: int
-    attempts: int
-    next_attempt: float
-    last_error: str | None
-
-
 _STREAM_COLUMNS = ("s.id, s.name, s.source, s.every, s.scale, s.tolerance, s.created_at,"
                    " CASE WHEN s.lease_until >= {clock} THEN s.runner END, s.status")
 _EVENT_COLUMNS = ("e.id, e.stream_id, s.name, e.kind, e.track, e.at, e.name, e.confidence,"
                   " e.box, e.extra, f.snapshot IS NOT NULL")
-_WEBHOOK_COLUMNS = ("id, url, events, people, unknown, secret, created_at, cursor, delivered,"
-                    " attempts, next_attempt, last_error")
 
 
 class StreamTables(StoreCore):
-    """Streams, their leases, events, presence and webhooks."""
-
-    # The database's clock, in seconds since the epoch (a backend sets its own)
-    _CLOCK = "0"
+    """Streams, their leases, events and presence."""
 
     def _stream_rows(self, where: str, parameters: Sequence) -> list[StreamRow]:
         columns = _STREAM_COLUMNS.format(clock=self._CLOCK)
@@ -500,85 +476,3 @@ class StreamTables(StoreCore):
 
     def _reclaim_events(self) -> None:
         """Make deleted events and faces leave the backend's files (see ``_reclaim``)."""
-
-    # -- webhooks ----------------------------------------------------------------------------
-
-    def _webhook_rows(self, where: str, parameters: Sequence) -> list[WebhookRow]:
-        rows = self._execute(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks{where} ORDER BY id",
-                             parameters).fetchall()
-        return [WebhookRow(int(r[0]), r[1], tuple(json.loads(r[2])),
-                           None if r[3] is None else tuple(json.loads(r[3])), bool(r[4]), r[5],
-                           r[6], int(r[7]), int(r[8]), int(r[9]), float(r[10]), r[11])
-                for r in rows]
-
-    def add_webhook(self, url: str, events: Sequence[str], people: Sequence[str] | None,
-                    unknown: bool, secret: str, created_at: str) -> WebhookRow:
-        """Add a webhook; it is sent the events recorded from now on."""
-        with self._write():
-            (webhook_id,) = self._one(
-                "INSERT INTO webhooks (url, events, people, unknown, secret, created_at, cursor)"
-                " VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(id), 0) FROM events))"
-                " RETURNING id",
-                (url, json.dumps(list(events)), None if people is None else json.dumps(
-                    list(people)), int(unknown), secret, created_at))
-            return self._webhook_rows(" WHERE id = ?", (webhook_id,))[0]
-
-    def webhooks(self) -> list[WebhookRow]:
-        """Every webhook, by id."""
-        with self._lock:
-            return self._webhook_rows("", ())
-
-    def webhook(self, webhook_id: int) -> WebhookRow:
-        """One webhook.
-
-        :raises UnknownWebhook: no webhook has that id
-        """
-        with self._lock:
-            found = self._webhook_rows(" WHERE id = ?", (webhook_id,))
-        if not found:
-            raise UnknownWebhook()
-        return found[0]
-
-    def delete_webhook(self, webhook_id: int) -> None:
-        """Delete a webhook; nothing more is sent to it.
-
-        :raises UnknownWebhook: no webhook has that id
-        """
-        with self._write():
-            if not self._one("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)):
-                raise UnknownWebhook()
-            self._execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
-
-    def lease_webhooks(self, runner: str, seconds: float) -> list[WebhookRow]:
-        """Renew this runner's webhook leases and claim those nobody delivers: each webhook is
-        delivered by one runner at a time, in order.
-
-        :return: the webhooks this runner delivers now
-        """
-        clock = self._CLOCK
-        with self._write():
-            self._execute(f"UPDATE webhooks SET runner = ?, lease_until = {clock} + ? WHERE"
-                          f" runner = ? OR runner IS NULL OR lease_until < {clock}",
-                          (runner, seconds, runner))
-            return self._webhook_rows(" WHERE runner = ?", (runner,))
-
-    def release_webhooks(self, runner: str) -> None:
-        """A runner stops: another may deliver its webhooks at once."""
-        with self._write():
-            self._execute("UPDATE webhooks SET runner = NULL, lease_until = NULL"
-                          " WHERE runner = ?", (runner,))
-
-    def webhook_progress(self, webhook_id: int, runner: str, cursor: int, delivered: int,
-                         attempts: int = 0, next_attempt: float = 0.0,
-                         error: str | None = None) -> bool:
-        """Record how far a webhook's deliveries have come, if this runner still delivers it.
-
-        :param delivered: events delivered since the last call
-        :return: whether the runner still holds the webhook
-        """
-        with self._write():
-            updated = self._execute(
-                "UPDATE webhooks SET cursor = ?, delivered = delivered + ?, attempts = ?,"
-                " next_attempt = ?, last_error = ? WHERE id = ? AND runner = ? AND cursor <= ?",
-                (cursor, delivered, attempts, next_attempt, error, webhook_id, runner, cursor))
-            return updated.rowcount > 0

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..record import Record
-from ..store.streams import EventRow, PresenceRow, StreamRow, WebhookRow
+from ..store.streams import EventRow, PresenceRow, StreamRow
+from ..store.webhooks import WebhookRow
 from .sources import masked
 
 

@@ -24,7 +24,8 @@ import requests
 from .. import fetch
 from ..config import Settings
 from ..store import Store
-from ..store.streams import EventRow, WebhookRow
+from ..store.streams import EventRow
+from ..store.webhooks import WebhookRow
 from .records import Event
 
 log = logging.getLogger(__name__)
